@@ -1,0 +1,106 @@
+"""
+Files on their way into the file store: copied aside under a temporary name
+while hashed, fsynced, then renamed into place by the store at commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A fsynced temporary file with its sha256 and size."""
+
+    temp_path: str
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+
+
+def temp_dir(files_dir: str) -> str:
+    path = os.path.join(files_dir, ".tmp")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def temp_name(files_dir: str) -> str:
+    return os.path.join(temp_dir(files_dir), uuid.uuid4().hex + "-tmp")
+
+
+def prepare_stream(files_dir: str, source: BinaryIO) -> PreparedFile:
+    """Copy C{source} to a temporary file, hashing it on the way."""
+    path = temp_name(files_dir)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "wb") as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        os.unlink(path)
+        raise
+    return PreparedFile(path, digest.hexdigest(), size)
+
+
+def prepare_bytes(files_dir: str, data: bytes) -> PreparedFile:
+    path = temp_name(files_dir)
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return PreparedFile(path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def prepare_copy(files_dir: str, source_path: str) -> PreparedFile:
+    """A hard link to (or else a copy of) a stored file, for a push."""
+    path = temp_name(files_dir)
+    try:
+        os.link(source_path, path)
+    except OSError:
+        shutil.copyfile(source_path, path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return PreparedFile(path, digest.hexdigest(), os.path.getsize(path))
+
+
+def wheel_metadata(path: str) -> bytes | None:
+    """
+    The C{METADATA} member of a wheel's C{.dist-info} directory, or C{None}
+    if C{path} is not a readable wheel.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [
+                n
+                for n in zf.namelist()
+                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            ]
+            if len(names) != 1:
+                return None
+            return zf.read(names[0])
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+
+
+def hashdir(sha256: str) -> str:
+    return f"{sha256[:3]}/{sha256[3:16]}"

@@ -1,0 +1,68 @@
+"""
+Interfaces between the web layer and storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+
+class ITransaction(Interface):
+    """
+    A consistent view of the key/value documents as of one serial; a write
+    transaction also buffers changes that commit together as one serial.
+    """
+
+    serial = Attribute("The serial this transaction reads at (-1 when empty).")
+
+    def get(key: str) -> Any:
+        """The value stored under C{key}, or C{None}."""
+
+    def items(prefix: str) -> list[tuple[str, Any]]:
+        """All C{(key, value)} pairs whose key starts with C{prefix}, sorted."""
+
+    def set(key: str, value: Any) -> None:
+        """Store a JSON-able C{value} (write transactions only)."""
+
+    def delete(key: str) -> None:
+        """Remove C{key} (write transactions only)."""
+
+    def place_file(temp_path: str, relpath: str) -> None:
+        """
+        Move the fsynced C{temp_path} to C{relpath} in the file store before
+        the metadata commits; undone if the commit fails.
+        """
+
+    def remove_file(relpath: str) -> None:
+        """Delete C{relpath} from the file store once the commit succeeded."""
+
+
+class IStore(Interface):
+    """
+    Document storage with one serial per committed write and a changelog.
+    """
+
+    def read(fn: Callable[[ITransaction], Any]) -> Any:
+        """Run C{fn} in a read transaction; a Deferred of its result."""
+
+    def write(fn: Callable[[ITransaction], Any]) -> Any:
+        """
+        Run C{fn} in a write transaction and commit; a Deferred of
+        C{(result, serial)} where C{serial} is the new serial, or the current
+        one when C{fn} changed nothing.
+        """
+
+    def current_serial() -> int:
+        """The newest serial this process knows of."""
+
+    def changelog(since: int, limit: int) -> Any:
+        """A Deferred of up to C{limit} L{ChangelogEntry} with serial > C{since}."""
+
+    def subscribe(callback: Callable[[int, dict[str, Any]], None]) -> None:
+        """Call C{callback(serial, changes)} after every commit seen by this process."""
+
+    def close() -> None:
+        """Release connections."""

@@ -1,0 +1,536 @@
+"""
+Projects, versions and files of private stages: uploads, docs, tox results,
+deletion and push (spec section 4).  Every function runs inside one
+L{ITransaction}; file contents arrive as L{PreparedFile}s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from devpi_tx import keys
+from devpi_tx.files import PreparedFile, hashdir
+from devpi_tx.interfaces import ITransaction
+from devpi_tx.model import (
+    APIError,
+    Identity,
+    Policy,
+    bad_request,
+    check_filename,
+    check_metadata,
+    check_version,
+    empty_metadata,
+    forbidden,
+    normalize_name,
+    not_found,
+    split_stage,
+    version_key,
+)
+from devpi_tx.users import get_ixconfig
+
+
+@dataclass
+class Upload:
+    """An uploaded release file, prepared outside the transaction."""
+
+    filename: str
+    content: PreparedFile
+    core_metadata: PreparedFile | None = None
+
+
+@dataclass
+class StoreResult:
+    """What a store did: C{identical} means nothing changed."""
+
+    relpath: str = ""
+    identical: bool = False
+    unused: list[PreparedFile] = field(default_factory=list)
+
+
+def when(now: float | None = None) -> list[int]:
+    return list(time.gmtime(time.time() if now is None else now)[:6])
+
+
+def iso_time(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def http_date(now: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+
+
+def _require_stage(tx: ITransaction, stage: str) -> dict[str, Any]:
+    config = get_ixconfig(tx, stage)
+    if config.get("type") != "stage":
+        raise APIError(404, "cannot submit to mirror index")
+    return config
+
+
+def _check_upload(identity: Identity, policy: Policy, config: Mapping[str, Any]) -> None:
+    if not policy.may_upload(identity, config):
+        if identity.user is None:
+            raise APIError(401, "no permission to submit")
+        raise forbidden("no permission to submit")
+
+
+def _version_record(
+    tx: ITransaction, stage: str, project: str, version: str, metadata: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    vkey = keys.version(stage, project, version)
+    record = tx.get(vkey)
+    if record is None and "_" in version:
+        alt = keys.version(stage, project, version.replace("_", "-"))
+        if tx.get(alt) is not None:
+            vkey, record = alt, tx.get(alt)
+    if record is None:
+        record = empty_metadata()
+        record["+elinks"] = []
+    record.update(metadata)
+    return vkey, record
+
+
+def _ensure_project(tx: ITransaction, stage: str, name: str) -> str:
+    project = normalize_name(name)
+    if tx.get(keys.project(stage, project)) is None:
+        tx.set(keys.project(stage, project), {"name": name, "created": time.time()})
+    return project
+
+
+def register(
+    tx: ITransaction,
+    stage: str,
+    metadata: dict[str, Any],
+    identity: Identity,
+    policy: Policy,
+) -> None:
+    """C{:action=submit}: replace a version's metadata with the form's."""
+    config = _require_stage(tx, stage)
+    _check_upload(identity, policy, config)
+    check_metadata(metadata)
+    project = _ensure_project(tx, stage, metadata["name"])
+    vkey, record = _version_record(tx, stage, project, metadata["version"], {})
+    record.update(empty_metadata())
+    record.update(metadata)
+    tx.set(vkey, record)
+
+
+def _link(
+    relpath: str,
+    rel: str,
+    content: PreparedFile,
+    log: list[dict[str, Any]],
+    now: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    link = {
+        "rel": rel,
+        "entrypath": relpath,
+        "hash_spec": f"sha256={content.sha256}",
+        "hashes": {"sha256": content.sha256},
+        "size": content.size,
+        "upload_time": iso_time(now),
+        "_log": log,
+    }
+    link.update(extra)
+    return link
+
+
+def _file_entry(project: str, version: str, content: PreparedFile, now: float) -> dict[str, Any]:
+    return {
+        "hash_spec": f"sha256={content.sha256}",
+        "hashes": {"sha256": content.sha256},
+        "size": content.size,
+        "last_modified": http_date(now),
+        "project": project,
+        "version": version,
+    }
+
+
+def _replace_link(
+    tx: ITransaction,
+    record: dict[str, Any],
+    basename_or_rel: tuple[str, str],
+    new_relpath: str,
+    volatile: bool,
+    sha256: str,
+) -> tuple[bool, list[dict[str, Any]]]:
+    """
+    Remove an existing link with the same basename (files) or the same rel
+    (doczip) according to spec 4.3.  Returns C{(identical, overwrite_log)}.
+    """
+    kind, value = basename_or_rel
+    for link in list(record["+elinks"]):
+        same = (
+            link["rel"] == value
+            if kind == "rel"
+            else (link["rel"] == "releasefile" and link["entrypath"].rsplit("/", 1)[1] == value)
+        )
+        if not same:
+            continue
+        basename = link["entrypath"].rsplit("/", 1)[1]
+        if link["hashes"].get("sha256") == sha256 and not volatile:
+            return True, []
+        if not volatile:
+            raise APIError(409, f"{basename} already exists in non-volatile index")
+        count = 1 + sum(1 for e in link.get("_log", []) if e.get("what") == "overwrite")
+        record["+elinks"].remove(link)
+        for other in list(record["+elinks"]):
+            if other.get("for_entrypath") == link["entrypath"]:
+                record["+elinks"].remove(other)
+                keys.remove_entry(tx, other["entrypath"])
+        if link["entrypath"] != new_relpath:
+            keys.remove_entry(tx, link["entrypath"])
+        return False, [{"what": "overwrite", "who": None, "count": count}]
+    return False, []
+
+
+def store_release(
+    tx: ITransaction,
+    stage: str,
+    metadata: dict[str, Any],
+    upload: Upload,
+    identity: Identity,
+    policy: Policy,
+    now: float | None = None,
+) -> StoreResult:
+    """C{:action=file_upload} (spec 4.1 step 7, 4.2, 4.3)."""
+    now = time.time() if now is None else now
+    config = _require_stage(tx, stage)
+    _check_upload(identity, policy, config)
+    check_metadata(metadata)
+    name, version = metadata["name"], metadata["version"]
+    check_filename(upload.filename, name, version)
+    project = _ensure_project(tx, stage, name)
+    vkey, record = _version_record(tx, stage, project, version, metadata)
+    relpath = f"{stage}/+f/{hashdir(upload.content.sha256)}/{upload.filename}"
+    identical, log = _replace_link(
+        tx,
+        record,
+        ("basename", upload.filename),
+        relpath,
+        config.get("volatile", True),
+        upload.content.sha256,
+    )
+    if identical:
+        unused = [upload.content] + ([upload.core_metadata] if upload.core_metadata else [])
+        return StoreResult(relpath, identical=True, unused=unused)
+    log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
+    extra: dict[str, Any] = {}
+    entry = _file_entry(project, record["version"], upload.content, now)
+    if upload.core_metadata is not None:
+        extra["core_metadata"] = {"sha256": upload.core_metadata.sha256}
+        entry["core_metadata"] = extra["core_metadata"]
+        tx.place_file(upload.core_metadata.temp_path, keys.metadata_relpath(relpath))
+    record["+elinks"].append(_link(relpath, "releasefile", upload.content, log, now, **extra))
+    tx.set(vkey, record)
+    tx.set(keys.file(relpath), entry)
+    tx.place_file(upload.content.temp_path, relpath)
+    return StoreResult(relpath)
+
+
+def latest_version(tx: ITransaction, stage: str, project: str) -> str | None:
+    versions = [k.rsplit("/", 1)[1] for k, _ in tx.items(keys.version_prefix(stage, project))]
+    return max(versions, key=version_key) if versions else None
+
+
+def store_doczip(
+    tx: ITransaction,
+    stage: str,
+    name: str,
+    version: str | None,
+    metadata: dict[str, Any],
+    content: PreparedFile,
+    identity: Identity,
+    policy: Policy,
+    now: float | None = None,
+) -> StoreResult:
+    """C{:action=doc_upload} (spec 4.1 step 8)."""
+    now = time.time() if now is None else now
+    config = _require_stage(tx, stage)
+    _check_upload(identity, policy, config)
+    if not name:
+        raise bad_request("invalid metadata: Missing required field 'name'")
+    project = normalize_name(name)
+    if not version:
+        version = latest_version(tx, stage, project)
+        if version is None:
+            raise bad_request(
+                f"doczip has no version and {project!r} has no releases to derive one from"
+            )
+        metadata = {}
+    else:
+        metadata = dict(metadata, name=name, version=version)
+        check_metadata(metadata)
+    check_version(version)
+    _ensure_project(tx, stage, name)
+    vkey, record = _version_record(tx, stage, project, version, metadata)
+    if not record.get("name"):
+        record.update(name=name, version=version)
+    relpath = f"{stage}/+f/{hashdir(content.sha256)}/{project}-{version}.doc.zip"
+    identical, log = _replace_link(
+        tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256
+    )
+    if identical:
+        return StoreResult(relpath, identical=True, unused=[content])
+    log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
+    record["+elinks"].append(_link(relpath, "doczip", content, log, now))
+    tx.set(vkey, record)
+    tx.set(keys.file(relpath), _file_entry(project, version, content, now))
+    tx.place_file(content.temp_path, relpath)
+    return StoreResult(relpath)
+
+
+def _find_link(tx: ITransaction, relpath: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    entry = tx.get(keys.file(relpath))
+    if entry is None:
+        raise not_found(f"no release file found at {relpath}")
+    stage = "/".join(relpath.split("/", 2)[:2])
+    vkey = keys.version(stage, entry["project"], entry["version"])
+    record = tx.get(vkey)
+    if record is None:
+        raise not_found(f"no release file found at {relpath}")
+    for link in record["+elinks"]:
+        if link["entrypath"] == relpath:
+            return vkey, record, link
+    raise not_found(f"no release file found at {relpath}")
+
+
+def store_toxresult(
+    tx: ITransaction,
+    relpath: str,
+    content: PreparedFile,
+    identity: Identity,
+    policy: Policy,
+    now: float | None = None,
+) -> str:
+    """Attach a tox result to a release file (spec 4.5); returns its relpath."""
+    now = time.time() if now is None else now
+    stage = "/".join(relpath.split("/", 2)[:2])
+    config = get_ixconfig(tx, stage)
+    if not policy.may_upload_toxresult(identity, config):
+        raise forbidden(
+            "No permission to upload tox results. You can use the devpi test "
+            "--no-upload option to skip the upload."
+        )
+    vkey, record, link = _find_link(tx, relpath)
+    if link["rel"] != "releasefile":
+        raise not_found(f"no release file found at {relpath}")
+    count = sum(1 for e in record["+elinks"] if e.get("for_entrypath") == relpath)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    toxpath = f"{relpath}.toxresult-{stamp}-{count}"
+    log = [{"what": "upload", "who": identity.user, "when": when(now), "dst": stage}]
+    record["+elinks"].append(_link(toxpath, "toxresult", content, log, now, for_entrypath=relpath))
+    entry = tx.get(keys.file(relpath))
+    tx.set(vkey, record)
+    tx.set(keys.file(toxpath), _file_entry(entry["project"], entry["version"], content, now))
+    tx.place_file(content.temp_path, toxpath)
+    return f"{toxpath}#sha256={content.sha256}"
+
+
+def _check_delete(
+    tx: ITransaction, stage: str, force: bool, identity: Identity, policy: Policy, what: str
+) -> dict[str, Any]:
+    config = get_ixconfig(tx, stage)
+    if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
+        raise forbidden(f"no permission to delete {what} on {stage}")
+    if not config.get("volatile", True) and not force:
+        raise forbidden(f"cannot delete {what} on non-volatile index {stage}")
+    return config
+
+
+def _drop_version_if_empty(
+    tx: ITransaction, stage: str, project: str, vkey: str, record: dict[str, Any]
+) -> None:
+    if record["+elinks"]:
+        tx.set(vkey, record)
+        return
+    tx.delete(vkey)
+    if not tx.items(keys.version_prefix(stage, project)):
+        tx.delete(keys.project(stage, project))
+
+
+def delete_file(
+    tx: ITransaction, relpath: str, force: bool, identity: Identity, policy: Policy
+) -> None:
+    stage = "/".join(relpath.split("/", 2)[:2])
+    _check_delete(tx, stage, force, identity, policy, "version")
+    try:
+        vkey, record, link = _find_link(tx, relpath)
+    except APIError:
+        raise not_found(f"package {relpath!r} doesn't exist") from None
+    for other in list(record["+elinks"]):
+        if other is link or other.get("for_entrypath") == relpath:
+            record["+elinks"].remove(other)
+            keys.remove_entry(tx, other["entrypath"])
+    project = vkey.split("/")[3]
+    _drop_version_if_empty(tx, stage, project, vkey, record)
+
+
+def delete_version(
+    tx: ITransaction,
+    stage: str,
+    project: str,
+    version: str,
+    force: bool,
+    identity: Identity,
+    policy: Policy,
+) -> None:
+    _check_delete(tx, stage, force, identity, policy, "version")
+    vkey = keys.version(stage, project, version)
+    record = tx.get(vkey)
+    if record is None:
+        raise not_found(f"version {version!r} of project {project!r} not found on {stage}")
+    for link in record["+elinks"]:
+        keys.remove_entry(tx, link["entrypath"])
+    record["+elinks"] = []
+    _drop_version_if_empty(tx, stage, project, vkey, record)
+
+
+def delete_project(
+    tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy
+) -> None:
+    _check_delete(tx, stage, force, identity, policy, "project")
+    if tx.get(keys.project(stage, project)) is None:
+        raise not_found(f"project {project!r} not found on {stage}")
+    for vkey, record in tx.items(keys.version_prefix(stage, project)):
+        for link in record["+elinks"]:
+            keys.remove_entry(tx, link["entrypath"])
+        tx.delete(vkey)
+    tx.delete(keys.project(stage, project))
+
+
+def set_yanked(
+    tx: ITransaction,
+    stage: str,
+    project: str,
+    version: str,
+    yanked: bool | str,
+    identity: Identity,
+    policy: Policy,
+) -> dict[str, Any]:
+    """PEP 592: yank (C{True} or a reason) or unyank (C{False}) a version."""
+    config = get_ixconfig(tx, stage)
+    if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
+        raise forbidden(f"no permission to yank on {stage}")
+    vkey = keys.version(stage, project, version)
+    record = tx.get(vkey)
+    if record is None:
+        raise not_found(f"The version {version} of project {project} does not exist.")
+    if yanked is False:
+        record.pop("yanked", None)
+    else:
+        record["yanked"] = yanked
+    tx.set(vkey, record)
+    return dict(record)
+
+
+def push(
+    tx: ITransaction,
+    stage: str,
+    body: Mapping[str, Any],
+    identity: Identity,
+    policy: Policy,
+    files_dir: str,
+    prepare_copy: Any,
+    now: float | None = None,
+) -> list[list[Any]]:
+    """
+    Internal push of one version to C{targetindex} (spec 4.6), in one
+    transaction: a conflict leaves the target unchanged.
+    """
+    now = time.time() if now is None else now
+    name, version = body.get("name"), body.get("version")
+    if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
+        raise bad_request("push needs 'name' and 'version'")
+    if body.get("no_docs") and body.get("only_docs"):
+        raise bad_request("can't use 'no_docs' and 'only_docs' together")
+    target = body.get("targetindex")
+    if not isinstance(target, str):
+        raise bad_request("external push is not supported, give 'targetindex'")
+    unknown = sorted(
+        set(body) - {"name", "version", "targetindex", "no_docs", "only_docs", "register_project"}
+    )
+    if unknown:
+        raise bad_request(f"unknown additional options: {', '.join(unknown)}")
+    try:
+        split_stage(target)
+    except APIError:
+        raise bad_request("targetindex not in format user/index") from None
+    get_ixconfig(tx, stage)
+    project = normalize_name(name)
+    record = tx.get(keys.version(stage, project, version))
+    if record is None:
+        raise bad_request(f"there are no files for {name} {version} on stage {stage}")
+    target_config = get_ixconfig(tx, target)
+    if not policy.may_upload(identity, target_config):
+        raise APIError(401, f"user {identity.user!r} cannot upload to {target!r}")
+    links = record["+elinks"]
+    files = sorted(
+        (link for link in links if link["rel"] == "releasefile"),
+        key=lambda link: link["entrypath"].rsplit("/", 1)[1],
+    )
+    docs = [link for link in links if link["rel"] == "doczip"]
+    if body.get("only_docs"):
+        files = []
+    if body.get("no_docs"):
+        docs = []
+    if not files and not docs:
+        raise not_found(f"no release/files found for {name} {version}")
+    metadata = {k: v for k, v in record.items() if not k.startswith("+") and k != "yanked"}
+    target_project = _ensure_project(tx, target, metadata.get("name") or name)
+    tvkey, trecord = _version_record(tx, target, target_project, version, metadata)
+    volatile = target_config.get("volatile", True)
+    log: list[list[Any]] = [[200, "register", project, version, "->", target]]
+    push_entry = {
+        "what": "push",
+        "who": identity.user,
+        "when": when(now),
+        "src": stage,
+        "dst": target,
+    }
+    for link in files + docs:
+        basename = link["entrypath"].rsplit("/", 1)[1]
+        sha = link["hashes"]["sha256"]
+        relpath = f"{target}/+f/{hashdir(sha)}/{basename}"
+        match = ("rel", "doczip") if link["rel"] == "doczip" else ("basename", basename)
+        identical, overwrite = _replace_link(tx, trecord, match, relpath, volatile, sha)
+        if identical:
+            continue
+        copied = prepare_copy(files_dir, _path(files_dir, link["entrypath"]))
+        oldlog = [e for e in link.get("_log", []) if e.get("what") != "overwrite"]
+        extra = {"core_metadata": link["core_metadata"]} if link.get("core_metadata") else {}
+        new = _link(relpath, link["rel"], copied, overwrite + oldlog + [push_entry], now, **extra)
+        new["upload_time"] = link.get("upload_time", new["upload_time"])
+        trecord["+elinks"].append(new)
+        entry = _file_entry(target_project, version, copied, now)
+        if extra:
+            entry.update(extra)
+            meta = prepare_copy(files_dir, _path(files_dir, keys.metadata_relpath(link["entrypath"])))
+            tx.place_file(meta.temp_path, keys.metadata_relpath(relpath))
+        tx.set(keys.file(relpath), entry)
+        tx.place_file(copied.temp_path, relpath)
+        if link["rel"] == "doczip":
+            log.append([200, "store_doczip", project, version, "->", target])
+            continue
+        log.append([200, "store_releasefile", relpath])
+        for tox in links:
+            if tox.get("for_entrypath") != link["entrypath"]:
+                continue
+            toxpath = relpath + tox["entrypath"][len(link["entrypath"]) :]
+            tcopy = prepare_copy(files_dir, _path(files_dir, tox["entrypath"]))
+            trecord["+elinks"].append(
+                _link(toxpath, "toxresult", tcopy, tox.get("_log", []) + [push_entry], now, for_entrypath=relpath)
+            )
+            tx.set(keys.file(toxpath), _file_entry(target_project, version, tcopy, now))
+            tx.place_file(tcopy.temp_path, toxpath)
+            log.append([200, "store_toxresult", toxpath])
+    tx.set(tvkey, trecord)
+    return log
+
+
+def _path(files_dir: str, relpath: str) -> str:
+    return os.path.join(files_dir, relpath)

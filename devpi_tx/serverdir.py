@@ -1,0 +1,73 @@
+"""
+The server directory: node info, database and file store, and its
+initialisation with serial 0 (root user and the C{root/pypi} mirror).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+
+from devpi_tx import keys
+from devpi_tx.auth import hash_password
+from devpi_tx.interfaces import ITransaction
+from devpi_tx.model import root_pypi_config
+from devpi_tx.store.sqlite import init_database, migrate
+from devpi_tx.users import now_iso
+
+NODEINFO = ".nodeinfo"
+DATABASE = "devpi_tx.sqlite"
+FILES = "+files"
+
+
+@dataclass(frozen=True)
+class ServerDir:
+    path: str
+
+    @property
+    def database(self) -> str:
+        return os.path.join(self.path, DATABASE)
+
+    @property
+    def files(self) -> str:
+        return os.path.join(self.path, FILES)
+
+    @property
+    def nodeinfo_path(self) -> str:
+        return os.path.join(self.path, NODEINFO)
+
+    def is_initialised(self) -> bool:
+        return os.path.exists(self.nodeinfo_path) and os.path.exists(self.database)
+
+    def nodeinfo(self) -> dict[str, str]:
+        with open(self.nodeinfo_path) as f:
+            info: dict[str, str] = json.load(f)
+        return info
+
+    def initialise(
+        self,
+        root_password: str = "",
+        root_pwhash: str | None = None,
+        root_pypi: bool = True,
+    ) -> None:
+        """Create the directory, the database at serial 0 and the node info."""
+        os.makedirs(self.files, exist_ok=True)
+
+        def initial(tx: ITransaction) -> None:
+            stamp = now_iso()
+            pwhash = root_pwhash or hash_password(root_password)
+            tx.set(keys.user("root"), {"pwhash": pwhash, "created": stamp, "modified": stamp})
+            if root_pypi:
+                tx.set(keys.index("root/pypi"), root_pypi_config())
+
+        init_database(self.database, initial)
+        if not os.path.exists(self.nodeinfo_path):
+            fd = os.open(self.nodeinfo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"role": "standalone", "uuid": uuid.uuid4().hex}, f)
+
+    def open(self) -> None:
+        """Bring the schema up to date before the store opens the database."""
+        migrate(self.database)

@@ -1,0 +1,364 @@
+"""
+SQLite storage: JSON documents keyed by path-like strings, one serial and
+one changelog row per committed write transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from devpi_tx.interfaces import IStore, ITransaction
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+SCHEMA_VERSION = 1
+
+
+def inline_runner(fn: Callable[[], T]) -> Deferred[T]:
+    """Run C{fn} at once in this thread (tests)."""
+    return maybeDeferred(fn)
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    serial: int
+    created: float
+    changes: dict[str, Any]
+
+
+class StorageError(Exception):
+    """The database is not usable (wrong schema, not initialised)."""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _schema_files() -> list[tuple[int, str]]:
+    found = []
+    for entry in resources.files("devpi_tx.store").joinpath("schema").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("-", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def migrate(path: str) -> int:
+    """
+    Create or upgrade the schema of the database at C{path}; returns the
+    schema version.
+
+    @raise StorageError: the database is newer than this code.
+    """
+    conn = _connect(path)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} has schema version {version}, newer than this server's "
+                f"{SCHEMA_VERSION}: use a newer devpi_tx, or export and import"
+            )
+        for number, sql in _schema_files():
+            if number > version:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;"
+                )
+                version = number
+        return int(version)
+    finally:
+        conn.close()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _prefix_end(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@implementer(ITransaction)
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection, serial: int, writable: bool) -> None:
+        self._conn = conn
+        self.serial = serial
+        self._writable = writable
+        self.changes: dict[str, Any] = {}
+        self.placed: list[tuple[str, str]] = []
+        self.removed: list[str] = []
+
+    def get(self, key: str) -> Any:
+        if key in self.changes:
+            return self.changes[key]
+        row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def items(self, prefix: str) -> list[tuple[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, _prefix_end(prefix)),
+        ).fetchall()
+        found = {key: json.loads(value) for key, value in rows}
+        for key, value in self.changes.items():
+            if key.startswith(prefix):
+                found[key] = value
+        return sorted((k, v) for k, v in found.items() if v is not None)
+
+    def set(self, key: str, value: Any) -> None:
+        assert self._writable, "read transaction"
+        self.changes[key] = json.loads(_dumps(value))
+
+    def delete(self, key: str) -> None:
+        assert self._writable, "read transaction"
+        self.changes[key] = None
+
+    def place_file(self, temp_path: str, relpath: str) -> None:
+        assert self._writable, "read transaction"
+        self.placed.append((temp_path, relpath))
+
+    def remove_file(self, relpath: str) -> None:
+        assert self._writable, "read transaction"
+        self.removed.append(relpath)
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """
+    L{IStore} on one SQLite file.  Work runs through C{read_runner} and
+    C{write_runner} (thread pools in production, L{inline_runner} in tests).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        files_dir: str,
+        read_runner: Runner = inline_runner,
+        write_runner: Runner = inline_runner,
+    ) -> None:
+        self._path = path
+        self.files_dir = files_dir
+        self._read_runner = read_runner
+        self._write_runner = write_runner
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[int, dict[str, Any]], None]] = []
+        conn = self._conn()
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            raise StorageError(f"{path} is not a devpi_tx database of schema {SCHEMA_VERSION}")
+        self._serial = self._max_serial(conn)
+        self.last_commit_time = time.time()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @staticmethod
+    def _max_serial(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT max(serial) FROM changelog").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def file_path(self, relpath: str) -> str:
+        return os.path.join(self.files_dir, relpath)
+
+    def current_serial(self) -> int:
+        return self._serial
+
+    def subscribe(self, callback: Callable[[int, dict[str, Any]], None]) -> None:
+        self._subscribers.append(callback)
+
+    def _notify(self, serial: int, changes: dict[str, Any]) -> None:
+        if serial > self._serial:
+            self._serial = serial
+        self.last_commit_time = time.time()
+        for callback in self._subscribers:
+            try:
+                callback(serial, changes)
+            except Exception:
+                self._log.failure("commit subscriber failed")
+
+    def read(self, fn: Callable[[ITransaction], T]) -> Deferred[T]:
+        def run() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN")
+            try:
+                tx = _Transaction(conn, self._max_serial(conn), writable=False)
+                return fn(tx)
+            finally:
+                conn.execute("ROLLBACK")
+
+        return self._read_runner(run)
+
+    def write(self, fn: Callable[[ITransaction], T]) -> Deferred[tuple[T, int]]:
+        def run() -> tuple[T, int, dict[str, Any] | None]:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            committed = False
+            created: list[str] = []
+            tx = _Transaction(conn, self._max_serial(conn), writable=True)
+            try:
+                result = fn(tx)
+                serial = tx.serial
+                if not tx.changes:
+                    return result, serial, None
+                serial += 1
+                for key, value in tx.changes.items():
+                    if value is None:
+                        conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+                    else:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO kv (key, value, serial) VALUES (?, ?, ?)",
+                            (key, _dumps(value), serial),
+                        )
+                conn.execute(
+                    "INSERT INTO changelog (serial, created, changes) VALUES (?, ?, ?)",
+                    (serial, time.time(), _dumps(tx.changes)),
+                )
+                created = self._place_files(tx.placed)
+                conn.execute("COMMIT")
+                committed = True
+            finally:
+                if not committed:
+                    conn.execute("ROLLBACK")
+                    for path in created:
+                        _unlink(path)
+                    for temp, _ in tx.placed:
+                        _unlink(temp)
+            kept = {relpath for _, relpath in tx.placed}
+            for relpath in tx.removed:
+                if relpath not in kept:
+                    _unlink(self.file_path(relpath))
+            return result, serial, tx.changes
+
+        def done(outcome: tuple[T, int, dict[str, Any] | None]) -> tuple[T, int]:
+            result, serial, changes = outcome
+            if changes is not None:
+                self._notify(serial, changes)
+            return result, serial
+
+        return self._write_runner(run).addCallback(done)
+
+    def _place_files(self, placements: list[tuple[str, str]]) -> list[str]:
+        """
+        Rename temp files into place; returns the paths that did not exist
+        before (to remove if the commit fails).
+        """
+        created = []
+        for temp, relpath in placements:
+            target = self.file_path(relpath)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            existed = os.path.exists(target)
+            os.replace(temp, target)
+            if not existed:
+                created.append(target)
+        if placements:
+            _fsync_dir(os.path.dirname(self.file_path(placements[-1][1])))
+        return created
+
+    def changelog(self, since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
+        def run() -> list[ChangelogEntry]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT serial, created, changes FROM changelog "
+                    "WHERE serial > ? ORDER BY serial LIMIT ?",
+                    (since, limit),
+                )
+                .fetchall()
+            )
+            return [ChangelogEntry(s, c, json.loads(ch)) for s, c, ch in rows]
+
+        return self._read_runner(run)
+
+    def poll(self) -> Deferred[int]:
+        """
+        Notice commits made by other processes: subscribers hear of every
+        serial between the known one and the newest.
+        """
+
+        def run() -> list[ChangelogEntry]:
+            conn = self._conn()
+            rows = conn.execute(
+                "SELECT serial, created, changes FROM changelog WHERE serial > ? ORDER BY serial",
+                (self._serial,),
+            ).fetchall()
+            return [ChangelogEntry(s, c, json.loads(ch)) for s, c, ch in rows]
+
+        def notify(entries: list[ChangelogEntry]) -> int:
+            for entry in entries:
+                if entry.serial > self._serial:
+                    self._notify(entry.serial, entry.changes)
+            return self._serial
+
+        return self._read_runner(run).addCallback(notify)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def init_database(path: str, initial: Callable[[ITransaction], None]) -> None:
+    """
+    Create the database at C{path} and commit serial 0 written by C{initial}.
+    """
+    migrate(path)
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("SELECT count(*) FROM changelog").fetchone()[0]:
+            conn.execute("ROLLBACK")
+            return
+        tx = _Transaction(conn, -1, writable=True)
+        initial(tx)
+        for key, value in tx.changes.items():
+            conn.execute(
+                "INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, _dumps(value))
+            )
+        conn.execute(
+            "INSERT INTO changelog (serial, created, changes) VALUES (0, ?, ?)",
+            (time.time(), _dumps(tx.changes)),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -1,0 +1,208 @@
+"""
+Users and indexes: the transactional rules of spec sections 1.7, 1.8 and 3.
+Every function here runs inside one L{ITransaction}.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from devpi_tx import keys
+from devpi_tx.interfaces import ITransaction
+from devpi_tx.model import (
+    APIError,
+    Identity,
+    Policy,
+    apply_patch,
+    bad_request,
+    check_name,
+    forbidden,
+    not_found,
+    validate_ixconfig,
+)
+
+USER_KEYS = ("password", "pwhash", "email", "title", "description", "custom_data")
+_IGNORED_USER_KEYS = ("indexes", "username", "created", "modified")
+
+
+def now_iso(now: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+
+
+def get_user(tx: ITransaction, name: str) -> dict[str, Any]:
+    record = tx.get(keys.user(name))
+    if record is None:
+        raise not_found(f"no user {name!r}")
+    return dict(record)
+
+
+def get_ixconfig(tx: ITransaction, stage: str) -> dict[str, Any]:
+    config = tx.get(keys.index(stage))
+    if config is None:
+        raise not_found(f"The stage {stage} could not be found.")
+    return dict(config)
+
+
+def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
+    record = get_user(tx, name)
+    view: dict[str, Any] = {"username": name}
+    for key in ("email", "title", "description", "custom_data", "created", "modified"):
+        if record.get(key) not in (None, ""):
+            view[key] = record[key]
+    view["indexes"] = {
+        k.rsplit("/", 1)[1]: config for k, config in tx.items(keys.index_prefix(name))
+    }
+    return view
+
+
+def list_users(tx: ITransaction) -> dict[str, Any]:
+    return {k[len("u/") :]: user_view(tx, k[len("u/") :]) for k, _ in tx.items("u/")}
+
+
+def create_user(
+    tx: ITransaction,
+    name: str,
+    body: dict[str, Any],
+    pwhash: str | None,
+    identity: Identity,
+    policy: Policy,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """
+    Create user C{name}; C{pwhash} is the hash of C{body["password"]},
+    computed outside the transaction.
+    """
+    check_name("username", name)
+    if not policy.may_create_user(identity):
+        raise forbidden(f"no permission to create user {name}")
+    unknown = sorted(k for k in body if k not in USER_KEYS and k not in _IGNORED_USER_KEYS)
+    if unknown:
+        raise bad_request("Unknown keys in user config: " + ", ".join(unknown))
+    if "password" not in body:
+        raise bad_request("password needs to be set")
+    if tx.get(keys.user(name)) is not None:
+        raise APIError(409, "user already exists")
+    stamp = now_iso(now)
+    record: dict[str, Any] = {"created": stamp, "modified": stamp}
+    if pwhash is not None:
+        record["pwhash"] = pwhash
+    elif isinstance(body.get("pwhash"), str) and body["pwhash"]:
+        record["pwhash"] = body["pwhash"]
+    for key in ("email", "title", "description", "custom_data"):
+        if body.get(key):
+            record[key] = body[key]
+    tx.set(keys.user(name), record)
+    return user_view(tx, name)
+
+
+def modify_user(
+    tx: ITransaction,
+    name: str,
+    body: dict[str, Any],
+    pwhash: str | None,
+    identity: Identity,
+    policy: Policy,
+    now: float | None = None,
+) -> bool:
+    """
+    Apply a PATCH to a user; unknown keys are ignored as devpi does, falsy
+    values remove a key.  Returns whether the password changed.
+    """
+    record = get_user(tx, name)
+    given = {k: v for k, v in body.items() if k in USER_KEYS}
+    password_only = set(given) == {"password"}
+    if not policy.may_modify_user(identity, name, password_only):
+        raise forbidden(f"no permission to modify user {name}")
+    changed = False
+    if pwhash is not None:
+        record["pwhash"] = pwhash
+        record.pop("pwsalt", None)
+        changed = True
+    elif given.get("pwhash"):
+        record["pwhash"] = given["pwhash"]
+        record.pop("pwsalt", None)
+    for key in ("email", "title", "description", "custom_data"):
+        if key in given:
+            if given[key]:
+                record[key] = given[key]
+            else:
+                record.pop(key, None)
+    record["modified"] = now_iso(now)
+    tx.set(keys.user(name), record)
+    return changed
+
+
+def delete_user(tx: ITransaction, name: str, identity: Identity, policy: Policy) -> None:
+    get_user(tx, name)
+    if name == "root":
+        raise forbidden("root user cannot be deleted")
+    if not policy.may_delete_user(identity, name):
+        raise forbidden(f"no permission to delete user {name}")
+    indexes = tx.items(keys.index_prefix(name))
+    for key, config in indexes:
+        if not config.get("volatile", True):
+            raise forbidden(f"user {name!r} has non-volatile index: {key.rsplit('/', 1)[1]}")
+    for key, _ in indexes:
+        _drop_index_content(tx, key[len("i/") :])
+        tx.delete(key)
+    tx.delete(keys.user(name))
+
+
+def _index_exists(tx: ITransaction) -> Any:
+    return lambda user, index: tx.get(keys.index(f"{user}/{index}")) is not None
+
+
+def create_index(
+    tx: ITransaction, stage: str, body: dict[str, Any], identity: Identity, policy: Policy
+) -> dict[str, Any]:
+    user, index = stage.split("/", 1)
+    check_name("index", index)
+    get_user(tx, user)
+    if not policy.may_manage_index(identity, user):
+        raise forbidden(f"no permission to create index {stage}")
+    if tx.get(keys.index(stage)) is not None:
+        raise APIError(409, f"index {stage!r} exists")
+    config = validate_ixconfig(body, user, _index_exists(tx), creating=True)
+    tx.set(keys.index(stage), config)
+    return config
+
+
+def patch_index(
+    tx: ITransaction,
+    stage: str,
+    body: object,
+    identity: Identity,
+    policy: Policy,
+    error_on_noop: bool = False,
+) -> dict[str, Any]:
+    current = get_ixconfig(tx, stage)
+    user = stage.split("/", 1)[0]
+    if not policy.may_manage_index(identity, user):
+        raise forbidden(f"no permission to modify index {stage}")
+    patched = apply_patch(current, body)
+    if patched.get("type") != current.get("type"):
+        raise bad_request("the 'type' of an index can't be changed")
+    config = validate_ixconfig(patched, user, _index_exists(tx), creating=False)
+    if error_on_noop and config == current:
+        raise bad_request("The requested modifications resulted in no changes")
+    tx.set(keys.index(stage), config)
+    return config
+
+
+def delete_index(tx: ITransaction, stage: str, identity: Identity, policy: Policy) -> None:
+    config = get_ixconfig(tx, stage)
+    if not policy.may_manage_index(identity, stage.split("/", 1)[0]):
+        raise forbidden(f"no permission to delete index {stage}")
+    if not config.get("volatile", True):
+        raise forbidden(f"index {stage} non-volatile, cannot delete")
+    _drop_index_content(tx, stage)
+    tx.delete(keys.index(stage))
+
+
+def _drop_index_content(tx: ITransaction, stage: str) -> None:
+    for prefix in (keys.project_prefix(stage), keys.version_prefix(stage)):
+        for key, _ in tx.items(prefix):
+            tx.delete(key)
+    for key, _ in tx.items(keys.file_prefix(stage)):
+        keys.remove_entry(tx, key[len("f/") :])

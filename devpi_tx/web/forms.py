@@ -1,0 +1,89 @@
+"""
+Streaming parse of C{multipart/form-data} upload bodies: text fields into
+memory (bounded), the C{content} file straight into a hashed temp file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import multipart
+
+from devpi_tx.files import PreparedFile, prepare_bytes, prepare_stream, wheel_metadata
+from devpi_tx.model import bad_request
+
+
+@dataclass
+class Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    filename: str | None = None
+    content: PreparedFile | None = None
+    core_metadata: PreparedFile | None = None
+
+    def first(self, name: str) -> str:
+        values = self.fields.get(name)
+        return values[0] if values else ""
+
+    def discard(self) -> None:
+        for prepared in (self.content, self.core_metadata):
+            if prepared is not None:
+                prepared.discard()
+
+
+def boundary_of(content_type: str) -> str:
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "multipart/form-data":
+        raise bad_request("expected a multipart/form-data body")
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value:
+            return value.strip('"')
+    raise bad_request("multipart body without boundary")
+
+
+def parse_form(
+    body: BinaryIO, content_type: str, length: int, files_dir: str, want_metadata: bool = True
+) -> Form:
+    """
+    Parse an upload form; the C{content} part becomes a L{PreparedFile} and,
+    for wheels, their C{METADATA} a second one.
+
+    @raise APIError: 400 for a malformed body.
+    """
+    form = Form()
+    parser = multipart.MultipartParser(
+        body,
+        boundary_of(content_type),
+        content_length=length,
+        part_limit=1000,
+        memory_limit=16 * 1024 * 1024,
+        spool_limit=1024 * 1024,
+    )
+    try:
+        for part in parser:
+            if part.filename is not None and part.name == "content":
+                if form.content is not None:
+                    raise bad_request("more than one content file field")
+                assert part.file is not None
+                part.file.seek(0)
+                form.filename = part.filename
+                form.content = prepare_stream(files_dir, part.file)
+                part.close()
+            else:
+                try:
+                    value = part.value
+                except UnicodeDecodeError:
+                    raise bad_request(f"field {part.name!r} is not UTF-8 text") from None
+                form.fields.setdefault(part.name, []).append(value)
+    except multipart.MultipartError as e:
+        form.discard()
+        raise bad_request(f"malformed multipart body: {e}") from None
+    except BaseException:
+        form.discard()
+        raise
+    if want_metadata and form.content is not None and (form.filename or "").endswith(".whl"):
+        data = wheel_metadata(form.content.temp_path)
+        if data is not None:
+            form.core_metadata = prepare_bytes(files_dir, data)
+    return form

@@ -1,0 +1,66 @@
+"""
+Rendered simple pages, grouped by project so that a commit drops exactly the
+pages of the projects it touched (all of them when an index config changed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devpi_tx.interfaces import IStore
+
+LIST = ""  # the group of root project lists
+
+
+class PageCache:
+    def __init__(self, store: IStore, max_pages: int = 50000) -> None:
+        self._pages: dict[str, dict[tuple[Any, ...], tuple[bytes, bytes]]] = {}
+        self._dropped: dict[str, int] = {}
+        self._all_dropped = -1
+        self._count = 0
+        self._max = max_pages
+        self.hits = 0
+        self.misses = 0
+        store.subscribe(self._changed)
+
+    def _changed(self, serial: int, changes: dict[str, Any]) -> None:
+        projects: set[str] = set()
+        for key in changes:
+            kind = key[:2]
+            if kind == "i/":
+                self.clear(serial)
+                return
+            if kind in ("p/", "v/"):
+                parts = key.split("/")
+                if len(parts) >= 4:
+                    projects.add(parts[3])
+                if kind == "p/":
+                    projects.add(LIST)
+        for project in projects:
+            self._count -= len(self._pages.pop(project, {}))
+            self._dropped[project] = serial
+
+    def clear(self, serial: int) -> None:
+        self._pages.clear()
+        self._dropped.clear()
+        self._count = 0
+        self._all_dropped = serial
+
+    def get(self, project: str, key: tuple[Any, ...]) -> tuple[bytes, bytes] | None:
+        found = self._pages.get(project, {}).get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, project: str, key: tuple[Any, ...], serial: int, value: tuple[bytes, bytes]) -> None:
+        """Keep C{value}, computed at C{serial}, unless a newer commit dropped it."""
+        if serial < self._all_dropped or serial < self._dropped.get(project, -1):
+            return
+        if self._count >= self._max:
+            self.clear(self._all_dropped)
+        group = self._pages.setdefault(project, {})
+        if key not in group:
+            self._count += 1
+        group[key] = value

@@ -1,0 +1,114 @@
+"""
+The Site: headers every answer carries (spec 0.3), a request body limit, and
+one log line per request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import IResource, Resource
+
+from devpi_tx.interfaces import IStore
+from devpi_tx.web.api import IndexAPI
+
+
+class DevpiResource(Resource):
+    """Wraps the Klein resource and adds devpi's headers."""
+
+    isLeaf = True
+
+    def __init__(self, api: IndexAPI, store: IStore, uuid: str) -> None:
+        super().__init__()
+        self._inner: IResource = api.app.resource()
+        self._store = store
+        self._headers = [
+            (b"X-Devpi-Api-Version", b"2"),
+            (b"X-Devpi-Server-Version", b"6.20.3"),
+            (b"X-Devpi-Uuid", uuid.encode()),
+            (b"X-Devpi-Primary-Uuid", uuid.encode()),
+            (b"X-Devpi-Master-Uuid", uuid.encode()),
+        ]
+
+    def render(self, request: Any) -> Any:
+        for name, value in self._headers:
+            request.setHeader(name, value)
+        request.setHeader(b"X-Devpi-Serial", str(self._store.current_serial()).encode())
+        return self._inner.render(request)
+
+
+class LimitedRequest(server.Request):
+    """
+    A request that refuses bodies over the site's C{max_body} with 413 as
+    soon as the length is known, and does not parse forms (uploads are
+    parsed as a stream later).
+    """
+
+    _log = Logger()
+    _too_large = False
+    _received = 0
+
+    def __init__(self, channel: Any, queued: Any = None) -> None:
+        super().__init__(channel, parsePOSTFormSubmission=False)
+        self._started = time.monotonic()
+
+    def _limit(self) -> int:
+        return int(getattr(self.channel.site, "max_body", 1 << 30))
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        self._received += len(data)
+        if self._received > self._limit():
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        self._too_large = True
+        body = b'{\n  "message": "request body too large"\n}\n'
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._too_large:
+            return
+        super().requestReceived(command, path, version)
+
+
+class DevpiSite(server.Site):
+    requestFactory = LimitedRequest
+    _log = Logger()
+
+    def __init__(self, resource: IResource, max_body: int, log_requests: bool = True) -> None:
+        super().__init__(resource)
+        self.max_body = max_body
+        self._log_requests = log_requests
+
+    def log(self, request: Any) -> None:
+        if not self._log_requests:
+            return
+        elapsed = time.monotonic() - getattr(request, "_started", time.monotonic())
+        self._log.info(
+            "{method} {path} {code} {size} {ms:.1f}ms",
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1"),
+            code=request.code,
+            size=request.sentLength,
+            ms=elapsed * 1000,
+        )
