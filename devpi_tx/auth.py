@@ -24,6 +24,17 @@ TOKEN_EXPIRATION = 36000
 _hasher = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4, hash_len=32, salt_len=16)
 
 
+def set_password_cost(time_cost: int, memory_cost: int, parallelism: int) -> None:
+    """
+    The argon2 cost of new password hashes (devpi's hidden C{--argon2-*}
+    options); stored hashes carry their own parameters.
+    """
+    global _hasher
+    _hasher = PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, hash_len=32, salt_len=16
+    )
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

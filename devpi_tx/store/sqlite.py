@@ -106,8 +106,17 @@ class _Transaction:
     def get(self, key: str) -> Any:
         if key in self.changes:
             return self.changes[key]
+        return self._stored(key)
+
+    def _stored(self, key: str) -> Any:
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def _change(self, key: str, value: Any) -> None:
+        # a write that leaves a key as it was is no change (no serial for it)
+        if key not in self.changes and self._stored(key) == value:
+            return
+        self.changes[key] = value
 
     def items(self, prefix: str) -> list[tuple[str, Any]]:
         rows = self._conn.execute(
@@ -122,11 +131,11 @@ class _Transaction:
 
     def set(self, key: str, value: Any) -> None:
         assert self._writable, "read transaction"
-        self.changes[key] = json.loads(_dumps(value))
+        self._change(key, json.loads(_dumps(value)))
 
     def delete(self, key: str) -> None:
         assert self._writable, "read transaction"
-        self.changes[key] = None
+        self._change(key, None)
 
     def place_file(self, temp_path: str, relpath: str) -> None:
         assert self._writable, "read transaction"

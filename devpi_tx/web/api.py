@@ -17,7 +17,6 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import static
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -35,6 +34,7 @@ from devpi_tx.model import (
     not_found,
 )
 from devpi_tx.web import render
+from devpi_tx.web.filesend import send_file
 from devpi_tx.web.forms import parse_form
 from devpi_tx.web.identity import Authenticator
 from devpi_tx.web.pagecache import LIST, PageCache
@@ -67,7 +67,9 @@ def _json_body(request: IRequest) -> Any:
 
 
 def _has_arg(request: IRequest, name: bytes) -> bool:
-    return name in (request.args or {})
+    """Whether the query names C{name}, with or without a value (spec 3.4)."""
+    _, _, query = request.uri.partition(b"?")
+    return any(item.split(b"=", 1)[0] == name for item in query.split(b"&"))
 
 
 def _header(request: IRequest, name: bytes) -> str:
@@ -546,12 +548,12 @@ class IndexAPI:
             )
             return self._reply(request, message=f"package {relpath!r} deleted")
         entry = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
-        serve = relpath
+        mime = None
         if entry is None and relpath.endswith(".metadata"):
             wheel = await self._store.read(lambda tx: tx.get(keys.file(relpath[: -len(".metadata")])))
             if wheel is None or not wheel.get("core_metadata"):
                 raise not_found("no such file")
-            request.setHeader(b"Content-Type", b"application/octet-stream")
+            mime = b"application/octet-stream"
         elif entry is None:
             raise not_found("no such file")
         elif render.accepts_json(_header(request, b"Accept")):
@@ -559,13 +561,13 @@ class IndexAPI:
                 k: entry[k] for k in ("last_modified", "hash_spec", "hashes", "project", "version") if k in entry
             }
             return self._reply(request, "releasefilemeta", result)
-        path = os.path.join(self._config.files_dir, serve)
+        else:
+            request.setHeader(b"Last-Modified", entry["last_modified"].encode())
+        path = os.path.join(self._config.files_dir, relpath)
         if not os.path.exists(path):
             raise not_found("no such file")
         request.setHeader(b"Cache-Control", IMMUTABLE)
-        resource = static.File(path, defaultType="application/octet-stream")
-        request.postpath = []
-        return resource
+        return await send_file(request, path, mime)
 
     async def _toxresult(self, request: IRequest, relpath: str) -> bytes:
         identity = await self._auth.identify(request)

@@ -1,0 +1,185 @@
+"""
+Shared test helpers: package archives made in memory, multipart bodies, and
+an in-memory devpi_tx API driven through treq's StubTreq.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tarfile
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from devpi_tx.auth import TokenSigner
+from devpi_tx.model import Policy
+from devpi_tx.serverdir import ServerDir
+from devpi_tx.store.sqlite import SQLiteStore, inline_runner
+from devpi_tx.web.api import IndexAPI, WebConfig
+from devpi_tx.web.site import DevpiResource
+
+
+def make_wheel(name: str, version: str, requires_python: str | None = None, extra: str = "") -> tuple[str, bytes]:
+    """A small valid wheel: C{(filename, bytes)}."""
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test {extra}\n"
+    if requires_python:
+        metadata += f"Requires-Python: {requires_python}\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"{dist}/__init__.py", f"VERSION = {version!r}\n# {extra}\n")
+        zf.writestr(f"{info}/METADATA", metadata)
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+def make_sdist(name: str, version: str, extra: str = "") -> tuple[str, bytes]:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n# {extra}\n".encode()
+        member = tarfile.TarInfo(f"{name}-{version}/PKG-INFO")
+        member.size = len(data)
+        tf.addfile(member, io.BytesIO(data))
+    return f"{name}-{version}.tar.gz", buf.getvalue()
+
+
+def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]] = ()) -> tuple[bytes, str]:  # type: ignore[assignment]
+    """C{(body, content_type)} of a multipart/form-data form."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.write(value.encode() + b"\r\n")
+    for name, filename, data in files:
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+        )
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_fields(name: str, version: str, action: str = "file_upload", **extra: str) -> list[tuple[str, str]]:
+    fields = [(":action", action), ("name", name), ("version", version), ("protocol_version", "1")]
+    fields += list(extra.items())
+    return fields
+
+
+def basic(user: str, secret: str) -> str:
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+@dataclass
+class Reply:
+    code: int
+    headers: Any
+    body: bytes
+    phrase: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class APIHarness:
+    """
+    devpi_tx's API over a real SQLite file, with inline runners, reached
+    through StubTreq.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, restrict_modify: frozenset[str] | None = None) -> None:
+        self._testcase = testcase
+        self.serverdir = ServerDir(testcase.mktemp())
+        self.serverdir.initialise()
+        self.store = SQLiteStore(self.serverdir.database, self.serverdir.files, inline_runner, inline_runner)
+        testcase.addCleanup(self.store.close)
+        config = WebConfig(
+            serverdir=self.serverdir.path,
+            files_dir=self.serverdir.files,
+            uuid="0" * 32,
+            policy=Policy(restrict_modify),
+            signer=TokenSigner(os.urandom(32)),
+            host="127.0.0.1",
+            port=3141,
+        )
+
+        def run(fn: Any, *args: Any) -> Deferred[Any]:
+            return inline_runner(lambda: fn(*args))
+
+        self.api = IndexAPI(config, self.store, run)
+        self.treq = StubTreq(DevpiResource(self.api, self.store, config.uuid))
+        self.auth: dict[str, str] = {}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        user: str | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
+        hdrs = {"Accept": "application/json"}
+        if user is not None:
+            hdrs["X-Devpi-Auth"] = basic(user, self.auth[user])
+        hdrs.update(headers or {})
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None and "Content-Type" not in hdrs:
+            hdrs["Content-Type"] = "application/json"
+        pending = self.treq.request(
+            method,
+            "http://127.0.0.1:3141" + path,
+            headers={k: [v] for k, v in hdrs.items()},
+            data=data,
+            allow_redirects=False,
+        )
+        self.treq.flush()
+        response = self._testcase.successResultOf(pending)
+        pending = self.treq.content(response)
+        self.treq.flush()
+        content = self._testcase.successResultOf(pending)
+        return Reply(response.code, response.headers, content, response.phrase)
+
+    def login(self, user: str, password: str) -> None:
+        reply = self.request("POST", "/+login", {"user": user, "password": password})
+        assert reply.code == 200, reply.body
+        self.auth[user] = reply.json()["result"]["password"]
+
+    def create_user(self, name: str, password: str = "pw") -> None:
+        reply = self.request("PUT", f"/{name}", {"password": password, "email": f"{name}@example.org"})
+        assert reply.code == 201, reply.body
+        self.login(name, password)
+
+    def upload(
+        self,
+        stage: str,
+        user: str | None,
+        name: str,
+        version: str,
+        archive: tuple[str, bytes],
+        action: str = "file_upload",
+        **extra: str,
+    ) -> Reply:
+        body, ctype = multipart(upload_fields(name, version, action, **extra), [("content", *archive)])
+        return self.request("POST", f"/{stage}/", raw=body, headers={"Content-Type": ctype}, user=user)
+
+    def stored_files(self) -> list[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.serverdir.files):
+            for filename in filenames:
+                found.append(os.path.relpath(os.path.join(dirpath, filename), self.serverdir.files))
+        return sorted(found)
