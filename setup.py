@@ -32,7 +32,10 @@ setup(
             "twine==7.0.0",
             "uv==0.13.9",
             "build==1.6.1",
-            "wheel",
+            "setuptools==84.2.1",
+            "wheel==0.48.0",
+            "Sphinx==9.0.4",
+            "tox==4.67.15",
         ],
     },
 )

@@ -1,8 +1,6 @@
-"""Core benchmark: devpi-server 6.20.3 versus devpi_tx.
+"""Core benchmark: devpi-server 6.20.3 versus devpi_tx (start-up, RSS, uploads, simple pages).
 
-Measures start-up time, idle RSS, twine upload throughput and simple-page
-load (HTML and PEP 691 JSON, with wrk) against servers on 127.0.0.1 only.
-A fake upstream index stands in for PyPI. See bench/README.md.
+Everything runs on 127.0.0.1; a fake upstream index stands in for PyPI. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +35,7 @@ UPLOAD_BATCH = 50
 WRK_CONNECTIONS = 32
 WRK_THREADS = 2
 SERVERS = ("devpi-server", "devpi_tx")
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; sys.exit(run())"
 
 # (key, label, higher_is_better)
 METRICS: list[tuple[str, str, bool | None]] = [
@@ -63,18 +60,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# ---------------------------------------------------------------- upstream
 class UpstreamHandler(http.server.BaseHTTPRequestHandler):
     hits = 0
     root_page = b"<!DOCTYPE html><html><head><title>Simple index</title></head><body></body></html>\n"
 
     def do_GET(self) -> None:
         UpstreamHandler.hits += 1
-        if self.path.split("?")[0] == "/simple/":
-            body, status = self.root_page, 200
-        else:
-            body, status = b"not found\n", 404
-        self.send_response(status)
+        found = self.path.split("?")[0] == "/simple/"
+        body = self.root_page if found else b"not found\n"
+        self.send_response(200 if found else 404)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -82,22 +76,6 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-def start_upstream() -> http.server.ThreadingHTTPServer:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), UpstreamHandler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
-
-
-# ------------------------------------------------------------------ wheels
-def project_name(i: int) -> str:
-    return f"bench-pkg-{i:04d}"
-
-
-def wheel_filename(name: str, version: str) -> str:
-    return f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
 
 
 def build_wheel(path: Path, name: str, version: str) -> None:
@@ -108,7 +86,7 @@ def build_wheel(path: Path, name: str, version: str) -> None:
         f"{info}/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: Benchmark package {name}\n"
         ),
-        f"{info}/WHEEL": ("Wheel-Version: 1.0\nGenerator: core_bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: core_bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
     for fname, text in files.items():
@@ -129,24 +107,20 @@ def ensure_wheels(projects: int, versions: int) -> dict[str, list[Path]]:
     wdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, list[Path]] = {}
     for i in range(1, projects + 1):
-        name = project_name(i)
-        out[name] = []
-        for j in range(versions):
-            version = f"1.0.{j}"
-            path = wdir / wheel_filename(name, version)
+        name = f"bench-pkg-{i:04d}"
+        out[name] = [wdir / f"{name.replace('-', '_')}-1.0.{j}-py3-none-any.whl" for j in range(versions)]
+        for j, path in enumerate(out[name]):
             if not path.exists():
-                build_wheel(path, name, version)
-            out[name].append(path)
+                build_wheel(path, name, f"1.0.{j}")
     return out
 
 
-# -------------------------------------------------------------- processes
 def ensure_devpi_venv() -> Path:
     env_dir = os.environ.get("DEVPI_VENV")
     venv = Path(env_dir) if env_dir else CACHE_DIR / "devpi-venv"
     exe = venv / "bin" / "devpi-server"
     if exe.exists():
-        ver = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+        ver = subprocess.run([str(exe), "--version"], check=False, capture_output=True, text=True)
         if DEVPI_VERSION in ver.stdout + ver.stderr:
             return venv
         if env_dir:
@@ -165,10 +139,9 @@ def tree_rss_kb(root_pid: int) -> int:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
     total, todo = 0, [root_pid]
     while todo:
@@ -195,13 +168,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait()
 
 
-# ------------------------------------------------------------ server api
-@dataclass
 class Client:
-    base: str
-    http: requests.Session = field(default_factory=requests.Session)
-
-    def __post_init__(self) -> None:
+    def __init__(self, base: str) -> None:
+        self.base, self.http = base, requests.Session()
         self.http.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
 
     def call(self, method: str, path: str, data: Any = None) -> Any:
@@ -217,18 +186,18 @@ class Client:
         self.http.headers["X-Devpi-Auth"] = auth
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, logfile: Path, timeout: float = 120.0) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail(logfile)}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             if requests.get(url + "/+api", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"server not ready after {timeout}s:\n{tail(logfile)}")
+    raise RuntimeError(f"server not ready after {timeout}s")
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -238,16 +207,6 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def server_command(which: str, devpi_venv: Path | None, sdir: Path, port: int) -> list[str]:
-    common = ["--serverdir", str(sdir), "--host", "127.0.0.1", "--port", str(port)]
-    if which == "devpi-server":
-        assert devpi_venv is not None
-        return [str(devpi_venv / "bin" / "devpi-server"), *common]
-    twistd = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; sys.exit(run())"
-    return [sys.executable, "-c", twistd, "-n", "--pidfile=", "devpi", *common]
-
-
-# ------------------------------------------------------------------ phases
 def upload(base: str, files: list[Path], workdir: Path) -> float:
     start = time.monotonic()
     for i in range(0, len(files), UPLOAD_BATCH):
@@ -255,7 +214,7 @@ def upload(base: str, files: list[Path], workdir: Path) -> float:
         cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive",
                "--repository-url", f"{base}/alice/dev/", "-u", "alice", "-p", "pw",
                "--disable-progress-bar", *batch]  # fmt: skip
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=workdir)
         if res.returncode != 0:
             raise RuntimeError(f"twine failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return len(files) / (time.monotonic() - start)
@@ -305,7 +264,7 @@ def run_wrk(base: str, names: list[str], accept: str | None, duration: int, work
            "--timeout", "10s", "--latency", "-s", str(script)]  # fmt: skip
     if accept:
         cmd += ["-H", f"Accept: {accept}"]
-    res = subprocess.run([*cmd, base + "/"], capture_output=True, text=True, timeout=duration + 60)
+    res = subprocess.run([*cmd, base + "/"], check=False, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if res.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
@@ -325,19 +284,23 @@ def bench_server(which: str, devpi_venv: Path | None, upstream: str,
         work = Path(tmp)
         sdir, logfile, port = work / "server", work / "server.log", free_port()
         base = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        if which == "devpi-server":
-            assert devpi_venv is not None
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        common = ["--serverdir", str(sdir), "--host", "127.0.0.1", "--port", str(port)]
+        if devpi_venv is not None:  # devpi-server needs an explicit init step; devpi_tx does it on first start
             t0 = time.monotonic()
-            subprocess.run([str(devpi_venv / "bin" / "devpi-init"), "--serverdir", str(sdir)],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run([str(devpi_venv / "bin" / "devpi-init"), *common[:2]], check=True, capture_output=True)
             res["init_s"] = round(time.monotonic() - t0, 3)
+            cmd = [str(devpi_venv / "bin" / "devpi-server"), *common]
+        else:  # twistd -n, with the repo root importable so that twisted/plugins/ is found
+            cmd = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "devpi", *common]
         with logfile.open("wb") as logf:
             t0 = time.monotonic()
-            proc = subprocess.Popen(server_command(which, devpi_venv, sdir, port), cwd=work, env=env,
-                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, cwd=work, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
-            wait_ready(proc, base, logfile)
+            wait_ready(proc, base)
             res["startup_s"] = round(time.monotonic() - t0, 3)
             time.sleep(1.0)
             res["idle_rss_mb"] = round(tree_rss_kb(proc.pid) / 1024, 1)
@@ -360,7 +323,7 @@ def bench_server(which: str, devpi_venv: Path | None, upstream: str,
                 try:
                     verify_simple(base, wheels, accept)
                     out = run_wrk(base, list(wheels), accept, duration, work)
-                except Exception as exc:  # keep the other load phase going
+                except Exception as exc:  # noqa: BLE001 - keep the other load phase going
                     log(f"{which}: {kind} load test failed: {exc}")
                     res[f"{kind}_error"] = str(exc)
                     continue
@@ -378,7 +341,6 @@ def bench_server(which: str, devpi_venv: Path | None, upstream: str,
     return res
 
 
-# ----------------------------------------------------------------- report
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -405,9 +367,8 @@ def ensure_wrk() -> None:
     if os.geteuid() != 0:
         raise SystemExit("wrk not found: install it (apt-get install -y wrk)")
     log("installing wrk with apt-get")
-    quiet: Callable[..., Any] = lambda *c: subprocess.run(c, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
-    quiet("apt-get", "update", "-qq")
-    quiet("apt-get", "install", "-y", "-qq", "wrk")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -422,7 +383,8 @@ def main() -> int:
     ensure_wrk()
     devpi_venv = ensure_devpi_venv() if "devpi-server" in which else None
     wheels = ensure_wheels(args.projects, args.versions)
-    upstream_srv = start_upstream()
+    upstream_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), UpstreamHandler)
+    threading.Thread(target=upstream_srv.serve_forever, daemon=True).start()
     upstream = f"http://127.0.0.1:{upstream_srv.server_address[1]}/simple/"
     log(f"fake upstream at {upstream}; {args.projects}x{args.versions} wheels ready")
 
@@ -430,8 +392,9 @@ def main() -> int:
     failed = False
     for server in which:
         try:
-            results[server] = bench_server(server, devpi_venv, upstream, wheels, args.duration)
-        except Exception as exc:
+            venv = devpi_venv if server == "devpi-server" else None
+            results[server] = bench_server(server, venv, upstream, wheels, args.duration)
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next server
             log(f"{server}: FAILED: {exc}")
             results[server] = {"error": str(exc)}
             failed = True
@@ -442,10 +405,10 @@ def main() -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"core-{stamp}.json"
-    meta = {"timestamp": stamp, "projects": args.projects, "versions": args.versions,
-            "duration_s": args.duration, "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS},
-            "upload_batch": UPLOAD_BATCH, "devpi_server_version": DEVPI_VERSION,
-            "python": sys.version.split()[0], "cpus": os.cpu_count(), "upstream_requests": UpstreamHandler.hits}  # fmt: skip
+    meta = {"timestamp": stamp, "projects": args.projects, "versions": args.versions, "duration_s": args.duration,
+            "wrk_threads": WRK_THREADS, "wrk_connections": WRK_CONNECTIONS, "upload_batch": UPLOAD_BATCH,
+            "devpi_server_version": DEVPI_VERSION, "python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "upstream_requests": UpstreamHandler.hits}  # fmt: skip
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
     return 1 if failed else 0

@@ -115,7 +115,7 @@ class TokenSigner:
         if len(parts) != 3:
             return None
         message = parts[0] + "." + parts[1]
-        if not hmac.compare_digest(self._sign(message), parts[2]):
+        if not hmac.compare_digest(self._sign(message).encode(), parts[2].encode("utf-8")):
             return None
         try:
             payload = json.loads(_unb64(parts[0]))

@@ -352,7 +352,7 @@ def validate_ixconfig(
     if unknown:
         raise bad_request(
             "indexconfig got unexpected keyword arguments: "
-            + ", ".join(f"{k}={cfg[k]!r}" for k in unknown)
+            + ", ".join(f"{k}={cfg[k]}" for k in unknown)
         )
     try:
         result["volatile"] = parse_bool(cfg.get("volatile", True))
@@ -362,7 +362,7 @@ def validate_ixconfig(
         if key in cfg:
             result[key] = cfg[key]
     if ixtype == "stage":
-        _validate_stage_keys(cfg, owner, index_exists, result, errors)
+        _validate_stage_keys(cfg, owner, index_exists, result, errors, creating=creating)
     else:
         _validate_mirror_keys(cfg, result, errors, creating=creating)
     if errors:
@@ -376,6 +376,8 @@ def _validate_stage_keys(
     index_exists: Callable[[str, str], bool],
     result: dict[str, Any],
     errors: list[str],
+    *,
+    creating: bool,
 ) -> None:
     try:
         bases = _dedup(parse_list(cfg.get("bases", [])))
@@ -399,6 +401,9 @@ def _validate_stage_keys(
         result["mirror_whitelist"] = _dedup(w if w == "*" else normalize_name(w) for w in whitelist)
     except APIError as e:
         errors.append(e.message)
+    # an index made before the key existed behaves as "union" until set
+    if "mirror_whitelist_inheritance" not in cfg and not creating:
+        return
     inheritance = cfg.get("mirror_whitelist_inheritance", "intersection")
     if not isinstance(inheritance, str) or inheritance.lower() not in ("intersection", "union"):
         errors.append(

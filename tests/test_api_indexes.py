@@ -53,7 +53,7 @@ class IndexTests(_Base):
             (["bases=nope/nope"], "base index 'nope/nope' does not exist"),
             (["bases=nope"], "invalid base index spec: 'nope'"),
             (["type=mirror"], "the 'type' of an index can't be changed"),
-            ({"foo": "bar"}, "indexconfig got unexpected keyword arguments: foo='bar'"),
+            ({"foo": "bar"}, "indexconfig got unexpected keyword arguments: foo=bar"),
             ("nonsense", None),
         ]
         for body, message in cases:

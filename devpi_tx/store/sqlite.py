@@ -90,6 +90,8 @@ def _dumps(value: Any) -> str:
 
 
 def _prefix_end(prefix: str) -> str:
+    if not prefix:
+        return "\U0010ffff"
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
@@ -228,13 +230,16 @@ class SQLiteStore:
             committed = False
             created: list[str] = []
             tx = _Transaction(conn, self._max_serial(conn), writable=True)
+            missed: list[ChangelogEntry] = []
             try:
                 result = fn(tx)
                 serial = tx.serial
-                if not tx.changes:
-                    return result, serial, None
+                changes = {k: v for k, v in tx.changes.items() if v != tx._stored(k)}
+                if not changes:
+                    return result, serial, None, missed
+                missed = self._entries_between(conn, self._serial, serial)
                 serial += 1
-                for key, value in tx.changes.items():
+                for key, value in changes.items():
                     if value is None:
                         conn.execute("DELETE FROM kv WHERE key = ?", (key,))
                     else:
@@ -244,9 +249,9 @@ class SQLiteStore:
                         )
                 conn.execute(
                     "INSERT INTO changelog (serial, created, changes) VALUES (?, ?, ?)",
-                    (serial, time.time(), _dumps(tx.changes)),
+                    (serial, time.time(), _dumps(changes)),
                 )
-                created = self._place_files(tx.placed)
+                self._place_files(tx.placed, created)
                 conn.execute("COMMIT")
                 committed = True
             finally:
@@ -260,22 +265,36 @@ class SQLiteStore:
             for relpath in tx.removed:
                 if relpath not in kept:
                     _unlink(self.file_path(relpath))
-            return result, serial, tx.changes
+            return result, serial, changes, missed
 
-        def done(outcome: tuple[T, int, dict[str, Any] | None]) -> tuple[T, int]:
-            result, serial, changes = outcome
+        def done(outcome: tuple[T, int, dict[str, Any] | None, list[ChangelogEntry]]) -> tuple[T, int]:
+            result, serial, changes, missed = outcome
+            for entry in missed:
+                if entry.serial > self._serial:
+                    self._notify(entry.serial, entry.changes)
             if changes is not None:
                 self._notify(serial, changes)
             return result, serial
 
         return self._write_runner(run).addCallback(done)
 
-    def _place_files(self, placements: list[tuple[str, str]]) -> list[str]:
+    @staticmethod
+    def _entries_between(conn: sqlite3.Connection, low: int, high: int) -> list[ChangelogEntry]:
+        """Changelog entries with C{low < serial <= high} (commits of other processes)."""
+        if high <= low:
+            return []
+        rows = conn.execute(
+            "SELECT serial, created, changes FROM changelog WHERE serial > ? AND serial <= ? ORDER BY serial",
+            (low, high),
+        ).fetchall()
+        return [ChangelogEntry(s, c, json.loads(ch)) for s, c, ch in rows]
+
+    def _place_files(self, placements: list[tuple[str, str]], created: list[str]) -> None:
         """
-        Rename temp files into place; returns the paths that did not exist
-        before (to remove if the commit fails).
+        Rename temp files into place; C{created} collects the paths that did
+        not exist before (to remove if the commit fails), even when a later
+        rename fails.
         """
-        created = []
         for temp, relpath in placements:
             target = self.file_path(relpath)
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -285,7 +304,6 @@ class SQLiteStore:
                 created.append(target)
         if placements:
             _fsync_dir(os.path.dirname(self.file_path(placements[-1][1])))
-        return created
 
     def changelog(self, since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
         def run() -> list[ChangelogEntry]:
