@@ -113,6 +113,8 @@ async def run(argv: list[str], cwd: str | None = None, env: dict[str, str] | Non
     """Run a command to completion without blocking the reactor."""
     protocol = _CommandProtocol(stdin)
     full_env = dict(os.environ)
+    # console scripts of this environment (sphinx-build, tox) come first
+    full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
     full_env.update(env or {})
     reactor.spawnProcess(protocol, argv[0], argv, env=full_env, path=cwd)
     code = await protocol.done

@@ -102,7 +102,7 @@ class DevpiClientTests(_ServerCase):
         project = make_project(work, "hello-e2e", "1.0")
         self.assert_ok(
             await devpi("upload", "--no-isolation", "--with-docs", cwd=project),
-            "file_upload of hello-e2e-1.0.tar.gz",
+            "1.0.tar.gz to",
             "file_upload of hello_e2e-1.0-py3-none-any.whl",
             "doc_upload of hello-e2e-1.0.doc.zip",
         )

@@ -388,14 +388,39 @@ class IndexAPI:
 
     # -- simple pages ----------------------------------------------------------
 
+    def _page_key(self, request: IRequest) -> tuple[bytes, bool, str]:
+        want_json = render.wants_simple_json(_header(request, b"Accept"))
+        return (request.path, want_json, self._base_url(request))
+
+    def cached_page(self, request: IRequest) -> bytes | None:
+        """
+        The body of an already rendered C{+simple/} page, answered before
+        routing; C{None} when the request is not for one.
+        """
+        if request.method != b"GET":
+            return None
+        parts = request.path.split(b"/")
+        if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:
+            group = parts[4].decode("ascii", "replace")
+        elif len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
+            group = LIST
+        else:
+            return None
+        found = self.pages.get(group, self._page_key(request))
+        if found is None:
+            return None
+        request.setHeader(b"Vary", b"Accept, User-Agent")
+        request.setHeader(b"Content-Type", found[0])
+        return found[1]
+
     async def _cached(
         self,
         request: IRequest,
         group: str,
         build: Callable[[Any, bool], tuple[bytes, bytes]],
     ) -> bytes:
-        want_json = render.wants_simple_json(_header(request, b"Accept"))
-        key = (request.path, want_json, self._base_url(request))
+        key = self._page_key(request)
+        want_json = key[1]
         request.setHeader(b"Vary", b"Accept, User-Agent")
         found = self.pages.get(group, key)
         if found is None:

@@ -23,6 +23,7 @@ class DevpiResource(Resource):
 
     def __init__(self, api: IndexAPI, store: IStore, uuid: str) -> None:
         super().__init__()
+        self._api = api
         self._inner: IResource = api.app.resource()
         self._store = store
         self._headers = [
@@ -37,6 +38,9 @@ class DevpiResource(Resource):
         for name, value in self._headers:
             request.setHeader(name, value)
         request.setHeader(b"X-Devpi-Serial", str(self._store.current_serial()).encode())
+        cached = self._api.cached_page(request)
+        if cached is not None:
+            return cached
         return self._inner.render(request)
 
 
