@@ -41,14 +41,14 @@ class Options(usage.Options):
     optParameters = [
         ["serverdir", None, None, "server directory [~/.devpi/server]"],
         ["host", None, None, "bind address [localhost]"],
-        ["port", None, None, "port [3141]", int],
+        ["port", None, None, "port [3141]"],
         ["secretfile", None, None, "file with the token signing secret"],
         ["restrict-modify", None, None, "users and :groups that may create and modify users and indexes"],
         ["root-passwd", None, "", "root password when initialising"],
         ["root-passwd-hash", None, None, "root password hash when initialising"],
-        ["max-request-body-size", None, None, "largest request body in bytes [1073741824]", int],
+        ["max-request-body-size", None, None, "largest request body in bytes [1073741824]"],
         ["outside-url", None, None, "external base URL"],
-        ["mirror-cache-expiry", None, None, "seconds mirror data stays fresh [1800]", int],
+        ["mirror-cache-expiry", None, None, "seconds mirror data stays fresh [1800]"],
     ]
     optFlags = [
         ["offline-mode", None, "never contact upstream; serve cached data"],
@@ -78,10 +78,13 @@ class Options(usage.Options):
             ("outside-url", None),
             ("secretfile", None),
             ("restrict-modify", None),
+            ("mirror-cache-expiry", "1800"),
         ):
             if self[name] is None:
                 self[name] = _env(name, default)
-        for name in ("port", "max-request-body-size"):
+        for name in ("port", "max-request-body-size", "mirror-cache-expiry"):
+            if self[name] is None:
+                continue
             try:
                 self[name] = int(self[name])
             except (TypeError, ValueError):

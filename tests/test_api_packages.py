@@ -292,3 +292,48 @@ class DeleteAndPushTests(_Base):
         listing = self.h.request("GET", "/alice/derived/+simple/", headers={"Accept": SIMPLE_JSON}).json()
         self.assertEqual(listing["projects"], [{"name": "pkg"}])
         self.assertEqual(json.loads(self.h.request("GET", self._file_path("alice/dev", self.wheel)).body)["type"], "releasefilemeta")
+
+
+class PathSafetyTests(_Base):
+    def test_traversal_in_urls(self) -> None:
+        """Encoded dot segments, NUL and absolute paths in URLs are refused without touching disk."""
+        self.h.upload("alice/dev", "alice", "pkg", "1.0", make_wheel("pkg", "1.0"))
+        for path in (
+            "/alice/dev/+f/%2e%2e/%2e%2e/%2e%2e/devpi_tx.sqlite",
+            "/alice/dev/+f/../../../devpi_tx.sqlite",
+            "/alice/dev/+f/abc/%00/x.whl",
+            "/alice/dev/+f//etc/passwd",
+            "/alice/%2e%2e/+simple/pkg/",
+        ):
+            reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+            self.assertIn(reply.code, (400, 404), (path, reply.code))
+            self.assertNotIn(b"SQLite", reply.body)
+        reply = self.assert_no_trace(self.h.request, "PUT", "/alice/%2e%2e", {}, user="alice")
+        self.assertEqual(reply.code, 400)
+
+    def test_acl_principals(self) -> None:
+        """C{:AUTHENTICATED:} in acl_upload admits any logged-in user but not anonymous ones."""
+        self.h.create_user("bob")
+        reply = self.h.request("PATCH", "/alice/dev", ["acl_upload=:authenticated:"], user="alice")
+        self.assertEqual(reply.json()["result"]["acl_upload"], [":AUTHENTICATED:"])
+        self.assertEqual(self.h.upload("alice/dev", "bob", "pkg", "1.0", make_wheel("pkg", "1.0")).code, 200)
+        self.assertEqual(self.h.upload("alice/dev", None, "pkg", "1.1", make_wheel("pkg", "1.1")).code, 401)
+        self.h.request("PATCH", "/alice/dev", ["acl_upload=:ANONYMOUS:"], user="alice")
+        self.assertEqual(self.h.upload("alice/dev", None, "pkg", "1.1", make_wheel("pkg", "1.1")).code, 200)
+
+    def test_refresh_redirects(self) -> None:
+        """C{+simple/P/refresh} redirects to the project page (devpi answers 500 when offline)."""
+        reply = self.h.request("POST", "/alice/dev/+simple/pkg/refresh")
+        self.assertEqual(reply.code, 302)
+        self.assertTrue(reply.header("Location").endswith("/alice/dev/+simple/pkg/"))
+
+    def test_cached_page_hit(self) -> None:
+        """The second request for a page is answered from the page cache."""
+        self.h.upload("alice/dev", "alice", "pkg", "1.0", make_wheel("pkg", "1.0"))
+        first = self.h.request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": SIMPLE_JSON})
+        hits = self.h.api.pages.hits
+        second = self.h.request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": SIMPLE_JSON})
+        self.assertEqual(self.h.api.pages.hits, hits + 1)
+        self.assertEqual(first.body, second.body)
+        self.assertEqual(second.header("Content-Type"), SIMPLE_JSON)
+        self.assertEqual(second.header("X-Devpi-Api-Version"), "2")

@@ -91,6 +91,8 @@ class IndexAPI:
     """The HTTP API of one server process."""
 
     app = Klein()
+    # "//" must not be folded into "/" by a redirect: paths are names here
+    app.url_map.merge_slashes = False
     _log = Logger()
 
     def __init__(
@@ -561,7 +563,8 @@ class IndexAPI:
     @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD", "DELETE", "POST"])
     async def file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
         relpath = f"{user}/{index}/+f/{rest}"
-        if ".." in rest.split("/") or "\x00" in rest:
+        segments = rest.split("/")
+        if ".." in segments or "" in segments or "\x00" in rest:
             raise not_found("no such file")
         if request.method == b"POST":
             return await self._toxresult(request, relpath)

@@ -1,0 +1,83 @@
+"""
+A devpi_tx server process: first start, restart, request body limit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sqlite3
+
+from tests.helpers import basic, make_wheel, multipart, upload_fields
+from tests.processes import ServerProcess, bin_path, run
+from tests.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
+
+
+def _serial(serverdir: str) -> int:
+    conn = sqlite3.connect(os.path.join(serverdir, "devpi_tx.sqlite"))
+    try:
+        return int(conn.execute("SELECT max(serial) FROM changelog").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _files(serverdir: str) -> list[str]:
+    found = []
+    for dirpath, _, filenames in os.walk(os.path.join(serverdir, "+files")):
+        found += [os.path.join(dirpath, f) for f in filenames]
+    return sorted(found)
+
+
+class ServerProcessTests(_ServerCase):
+    async def test_first_start_and_restart(self) -> None:
+        """The first start initialises the dir; a restart keeps users and login tokens."""
+        server = await self.start_server("--root-passwd", "rootpw")
+        for name in (".nodeinfo", ".secret", "devpi_tx.sqlite"):
+            self.assertTrue(os.path.exists(os.path.join(server.serverdir, name)), name)
+        self.assertEqual(oct(os.stat(os.path.join(server.serverdir, ".secret")).st_mode & 0o777), "0o600")
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": "rootpw"})["result"]["password"]
+        put_json(f"{server.url}/carol", {"password": "pw"}, ("root", token))
+        await server.stop()
+        self.assertIn("Main loop terminated.", server.output)
+        restarted = ServerProcess(server.serverdir)
+        await restarted.start()
+        self.addCleanup(restarted.stop)
+        self.assertIn("carol", get_json(f"{restarted.url}/")["result"])
+        conn = http.client.HTTPConnection("127.0.0.1", restarted.port, timeout=30)
+        conn.request("GET", "/+api", headers={"Accept": "application/json", "X-Devpi-Auth": basic("root", token)})
+        self.assertEqual(json.loads(conn.getresponse().read())["result"]["authstatus"], ["ok", "root", []])
+        conn.close()
+        self.assertEqual(get_json(f"{restarted.url}/root/pypi?no_projects")["result"]["title"], "PyPI")
+
+    async def test_body_limit(self) -> None:
+        """A body over --max-request-body-size gets 413 and leaves no trace."""
+        server = await self.start_server("--max-request-body-size", "4000")
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+        serial, files = _serial(server.serverdir), _files(server.serverdir)
+        name, data = make_wheel("big", "1.0", extra="x" * 20000)
+        body, ctype = multipart(upload_fields("big", "1.0"), [("content", name, data + os.urandom(8000))])
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 413)
+        self.assertEqual(json.loads(response.read())["message"], "request body too large")
+        conn.close()
+        self.assertEqual((_serial(server.serverdir), _files(server.serverdir)), (serial, files))
+        small = make_wheel("small", "1.0")
+        body, ctype = multipart(upload_fields("small", "1.0"), [("content", *small)])
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        self.assertEqual(conn.getresponse().status, 200)
+        conn.close()
+
+    async def test_plugin_listed_and_bad_option(self) -> None:
+        """C{twistd --help} lists devpi; a bad option value is refused before anything starts."""
+        listed = await run([bin_path("twistd"), "--help"])
+        self.assertIn("devpi", listed.output)
+        serverdir = os.path.abspath(self.mktemp())
+        bad = await run([bin_path("twistd"), "-n", "devpi", "--serverdir", serverdir, "--port", "notaport"])
+        self.assertNotEqual(bad.code, 0)
+        self.assertIn("--port must be an integer", bad.output)
+        self.assertFalse(os.path.exists(serverdir))
