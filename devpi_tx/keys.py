@@ -57,3 +57,12 @@ def remove_entry(tx: ITransaction, relpath: str) -> None:
     tx.remove_file(relpath)
     if entry and entry.get("core_metadata"):
         tx.remove_file(metadata_relpath(relpath))
+
+
+def mirror(stage: str, project: str) -> str:
+    """The cached upstream page of C{project} on mirror C{stage}."""
+    return f"m/{stage}/{project}"
+
+
+def mirror_prefix(stage: str) -> str:
+    return f"m/{stage}/"

@@ -269,6 +269,20 @@ LIST_KEYS = ("bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist")
 ACL_KEYS = ("acl_upload", "acl_toxresult_upload")
 
 
+def mask_url(url: str) -> str:
+    """C{url} with the password of C{user:password@} replaced by C{****}."""
+    match = re.match(r"^([a-z]+://[^/@:]*):[^/@]*@", url)
+    return url if match is None else f"{match.group(1)}:****@{url[match.end():]}"
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An index config as shown to clients: mirror credentials masked."""
+    shown = dict(config)
+    if isinstance(shown.get("mirror_url"), str):
+        shown["mirror_url"] = mask_url(shown["mirror_url"])
+    return shown
+
+
 def root_pypi_config() -> dict[str, Any]:
     return {
         "type": "mirror",

@@ -393,7 +393,10 @@ def delete_version(
 def delete_project(
     tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy
 ) -> None:
-    _check_delete(tx, stage, force, identity, policy, "project")
+    config = _check_delete(tx, stage, force, identity, policy, "project")
+    if config.get("type") == "mirror":
+        _delete_mirror_project(tx, stage, project)
+        return
     if tx.get(keys.project(stage, project)) is None:
         raise not_found(f"project {project!r} not found on {stage}")
     for vkey, record in tx.items(keys.version_prefix(stage, project)):
@@ -401,6 +404,17 @@ def delete_project(
             keys.remove_entry(tx, link["entrypath"])
         tx.delete(vkey)
     tx.delete(keys.project(stage, project))
+
+
+def _delete_mirror_project(tx: ITransaction, stage: str, project: str) -> None:
+    """Forget a mirrored project: its cached page and downloaded files (spec 5.6)."""
+    record = tx.get(keys.mirror(stage, project))
+    if not record:
+        raise not_found(f"project {project!r} not found on {stage}")
+    for link in record.get("links", []):
+        if tx.get(keys.file(link["relpath"])) is not None:
+            keys.remove_entry(tx, link["relpath"])
+    tx.delete(keys.mirror(stage, project))
 
 
 def set_yanked(

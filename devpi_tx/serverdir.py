@@ -69,5 +69,12 @@ class ServerDir:
                 json.dump({"role": "standalone", "uuid": uuid.uuid4().hex}, f)
 
     def open(self) -> None:
-        """Bring the schema up to date before the store opens the database."""
+        """
+        Bring the schema up to date before the store opens the database, and
+        drop temporary files a crash left (their metadata never committed).
+        """
         migrate(self.database)
+        tmp = os.path.join(self.files, ".tmp")
+        if os.path.isdir(tmp):
+            for name in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, name))

@@ -8,18 +8,23 @@ import os
 import sys
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from devpi_tx import __version__
 from devpi_tx.auth import TokenSigner, load_secret
+from devpi_tx.download import MirrorFiles
+from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
+from devpi_tx.upstream import Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource, DevpiSite
 
@@ -49,6 +54,7 @@ class Options(usage.Options):
         ["max-request-body-size", None, None, "largest request body in bytes [1073741824]"],
         ["outside-url", None, None, "external base URL"],
         ["mirror-cache-expiry", None, None, "seconds mirror data stays fresh [1800]"],
+        ["request-timeout", None, None, "seconds for upstream requests [5]"],
     ]
     optFlags = [
         ["offline-mode", None, "never contact upstream; serve cached data"],
@@ -79,10 +85,11 @@ class Options(usage.Options):
             ("secretfile", None),
             ("restrict-modify", None),
             ("mirror-cache-expiry", "1800"),
+            ("request-timeout", "5"),
         ):
             if self[name] is None:
                 self[name] = _env(name, default)
-        for name in ("port", "max-request-body-size", "mirror-cache-expiry"):
+        for name in ("port", "max-request-body-size", "mirror-cache-expiry", "request-timeout"):
             if self[name] is None:
                 continue
             try:
@@ -184,7 +191,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     def run_in_thread(fn: Any, *args: Any) -> Any:
         return deferToThreadPool(reactor, work_pool, fn, *args)
 
-    api = IndexAPI(config, store, run_in_thread)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=pool))
+    upstream = Upstream(client, reactor, timeout=options["request-timeout"])
+    mirror = MirrorService(
+        store, upstream, reactor, offline=bool(options["offline-mode"]), default_expiry=options["mirror-cache-expiry"]
+    )
+    mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor)
+    api = IndexAPI(config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds)
     site = DevpiSite(
         DevpiResource(api, store, node_uuid),
         max_body=options["max-request-body-size"],

@@ -15,6 +15,8 @@ from devpi_tx.model import (
     Identity,
     Policy,
     apply_patch,
+    mask_url,
+    public_config,
     bad_request,
     check_name,
     forbidden,
@@ -51,7 +53,7 @@ def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
         if record.get(key) not in (None, ""):
             view[key] = record[key]
     view["indexes"] = {
-        k.rsplit("/", 1)[1]: config for k, config in tx.items(keys.index_prefix(name))
+        k.rsplit("/", 1)[1]: public_config(config) for k, config in tx.items(keys.index_prefix(name))
     }
     return view
 
@@ -165,7 +167,7 @@ def create_index(
         raise APIError(409, f"index {stage!r} exists")
     config = validate_ixconfig(body, user, _index_exists(tx), creating=True)
     tx.set(keys.index(stage), config)
-    return config
+    return public_config(config)
 
 
 def patch_index(
@@ -181,13 +183,16 @@ def patch_index(
     if not policy.may_manage_index(identity, user):
         raise forbidden(f"no permission to modify index {stage}")
     patched = apply_patch(current, body)
+    stored_url = current.get("mirror_url")
+    if isinstance(stored_url, str) and patched.get("mirror_url") == mask_url(stored_url):
+        patched["mirror_url"] = stored_url  # a config sent back as shown keeps its password
     if patched.get("type") != current.get("type"):
         raise bad_request("the 'type' of an index can't be changed")
     config = validate_ixconfig(patched, user, _index_exists(tx), creating=False)
     if error_on_noop and config == current:
         raise bad_request("The requested modifications resulted in no changes")
     tx.set(keys.index(stage), config)
-    return config
+    return public_config(config)
 
 
 def delete_index(tx: ITransaction, stage: str, identity: Identity, policy: Policy) -> None:

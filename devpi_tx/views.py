@@ -12,7 +12,7 @@ from typing import Any
 
 from devpi_tx import keys
 from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import mirrors_allowed, not_found, stage_resolution_order, version_key
+from devpi_tx.model import mirrors_allowed, public_config, stage_resolution_order, version_key
 from devpi_tx.users import get_ixconfig
 
 
@@ -23,13 +23,37 @@ class Link:
     stage: str
     basename: str
     relpath: str
-    sha256: str
+    hashes: dict[str, str]
     version: str
     requires_python: str | None
     yanked: bool | str
     size: int | None
     upload_time: str | None
-    core_metadata: str | None
+    core_metadata: dict[str, str] | bool | None
+
+    @property
+    def fragment(self) -> str:
+        """C{algo=value} for the URL fragment: sha256 when known."""
+        if "sha256" in self.hashes:
+            return f"sha256={self.hashes['sha256']}"
+        for algo, value in self.hashes.items():
+            return f"{algo}={value}"
+        return ""
+
+    @classmethod
+    def from_mirror(cls, stage: str, link: dict[str, Any]) -> Link:
+        return cls(
+            stage=stage,
+            basename=link["filename"],
+            relpath=link["relpath"],
+            hashes=link.get("hashes", {}),
+            version=link.get("version", ""),
+            requires_python=link.get("requires_python"),
+            yanked=link.get("yanked", False),
+            size=link.get("size"),
+            upload_time=link.get("upload_time"),
+            core_metadata=link.get("core_metadata") or None,
+        )
 
 
 def sro(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any]]]:
@@ -61,19 +85,43 @@ def consulted_stages(
     return [(s, c) for s, c in order if c.get("type") != "mirror" or s in allowed]
 
 
-def simple_links(tx: ITransaction, stage: str, project: str) -> tuple[list[Link], list[str]]:
-    """
-    The release files of C{project} over the resolution order (first
-    basename wins) and the versions they belong to.
+@dataclass
+class Plan:
+    """What a project's pages need: private links, and the mirrors to ask."""
 
-    @raise APIError: 404 when no stage has the project.
+    serial: int
+    links: list[Link]
+    versions: set[str]
+    found: bool
+    mirrors: list[tuple[str, dict[str, Any]]]
+
+    def merge(self, pages: list[Any]) -> tuple[list[Link], list[str]]:
+        """Add mirror pages (in resolution order); the first basename wins."""
+        links = list(self.links)
+        seen = {link.basename for link in links}
+        versions = set(self.versions)
+        for page in pages:
+            versions.update(page.versions)
+            for item in page.links:
+                if item["filename"] not in seen:
+                    seen.add(item["filename"])
+                    links.append(Link.from_mirror(page.stage, item))
+        return links, sorted(versions, key=version_key)
+
+
+def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
+    """
+    The private release files of C{project} over the resolution order
+    (first basename wins), and the mirrors the whitelist lets us consult.
     """
     links: list[Link] = []
     seen: set[str] = set()
     versions: set[str] = set()
     found = False
+    mirrors = []
     for name, config in consulted_stages(tx, stage, project):
         if config.get("type") == "mirror":
+            mirrors.append((name, config))
             continue
         if tx.get(keys.project(name, project)) is None:
             continue
@@ -93,37 +141,36 @@ def simple_links(tx: ITransaction, stage: str, project: str) -> tuple[list[Link]
                         stage=name,
                         basename=basename,
                         relpath=e["entrypath"],
-                        sha256=e["hashes"]["sha256"],
+                        hashes=e["hashes"],
                         version=version,
                         requires_python=record.get("requires_python"),
                         yanked=record.get("yanked", False),
                         size=e.get("size"),
                         upload_time=e.get("upload_time"),
-                        core_metadata=meta["sha256"] if meta else None,
+                        core_metadata=meta or None,
                     )
                 )
-    if not found:
-        raise not_found(f"The project {project} does not exist.")
-    return links, sorted(versions, key=version_key)
+    return Plan(tx.serial, links, versions, found, mirrors)
 
 
-def project_names(tx: ITransaction, stage: str) -> list[tuple[str, list[str]]]:
-    """Per stage in resolution order, its normalised project names."""
+def project_names(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """Per stage in resolution order, its config and (private stages) project names."""
     result = []
     for name, config in sro(tx, stage):
         if config.get("type") == "mirror":
-            result.append((name, []))
+            result.append((name, config, []))
             continue
         prefix = keys.project_prefix(name)
-        result.append((name, [k[len(prefix) :] for k, _ in tx.items(prefix)]))
+        result.append((name, config, [k[len(prefix) :] for k, _ in tx.items(prefix)]))
     return result
 
 
 def index_view(tx: ITransaction, stage: str, with_projects: bool) -> dict[str, Any]:
-    config = get_ixconfig(tx, stage)
+    config = public_config(get_ixconfig(tx, stage))
     if with_projects:
-        prefix = keys.project_prefix(stage)
-        config["projects"] = sorted(k[len(prefix) :] for k, _ in tx.items(prefix))
+        mirror = config.get("type") == "mirror"
+        prefix = keys.mirror_prefix(stage) if mirror else keys.project_prefix(stage)
+        config["projects"] = sorted(k[len(prefix) :] for k, v in tx.items(prefix) if v)
     return config
 
 
@@ -152,41 +199,45 @@ def project_view(
     project: str,
     ignore_bases: bool,
     url_for: Callable[[str], str],
-) -> dict[str, Any]:
-    """Version -> versiondata over the stages (spec 1.11)."""
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """
+    Version -> versiondata over the private stages (spec 1.11), and the
+    mirrors still to merge in.
+    """
     stages = [(stage, get_ixconfig(tx, stage))] if ignore_bases else consulted_stages(tx, stage, project)
     result: dict[str, Any] = {}
-    found = False
+    mirrors = []
     for name, config in stages:
-        if config.get("type") == "mirror" or tx.get(keys.project(name, project)) is None:
-            continue
-        found = True
-        for version, record in _stage_versions(tx, name, project):
-            view = versiondata_view(record, url_for)
-            if version in result:
-                result[version].setdefault("+shadowing", []).append(view)
-            else:
-                result[version] = view
-    if not found:
-        raise not_found(f"The project {project} does not exist.")
-    return result
-
-
-def version_view(
-    tx: ITransaction, stage: str, project: str, version: str, url_for: Callable[[str], str]
-) -> dict[str, Any]:
-    result: dict[str, Any] | None = None
-    for name, config in consulted_stages(tx, stage, project):
         if config.get("type") == "mirror":
+            mirrors.append((name, config))
             continue
-        record = tx.get(keys.version(name, project, version))
-        if record is None:
+        if tx.get(keys.project(name, project)) is None:
             continue
-        view = versiondata_view(record, url_for)
-        if result is None:
-            result = view
-        else:
-            result.setdefault("+shadowing", []).append(view)
-    if result is None:
-        raise not_found(f"The version {version} of project {project} does not exist.")
+        for version, record in _stage_versions(tx, name, project):
+            add_version(result, version, versiondata_view(record, url_for))
+    return result, mirrors
+
+
+def add_version(result: dict[str, Any], version: str, view: dict[str, Any]) -> None:
+    if version in result:
+        result[version].setdefault("+shadowing", []).append(view)
+    else:
+        result[version] = view
+
+
+def mirror_versions(project: str, links: list[dict[str, Any]], url_for: Callable[[str], str]) -> dict[str, Any]:
+    """Versiondata synthesised from a mirror page (spec 5.5)."""
+    result: dict[str, Any] = {}
+    for link in links:
+        version = link.get("version") or ""
+        view = result.setdefault(version, {"name": project, "version": version, "+links": []})
+        if link.get("requires_python") is not None:
+            view["requires_python"] = link["requires_python"]
+        if link.get("yanked"):
+            view["yanked"] = link["yanked"]
+        hashes = link.get("hashes", {})
+        spec = next((f"{a}={v}" for a, v in hashes.items()), "")
+        view["+links"].append(
+            {"rel": "releasefile", "hash_spec": spec, "hashes": hashes, "href": url_for(link["relpath"])}
+        )
     return result

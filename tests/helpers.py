@@ -17,14 +17,20 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.auth import TokenSigner
-from devpi_tx.model import Policy
+from devpi_tx.download import MirrorFiles
+from devpi_tx.mirror import MirrorService
+from devpi_tx.model import Policy, root_pypi_config
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, inline_runner
+from devpi_tx.upstream import Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource
+
+UPSTREAM_URL = "http://upstream.test/simple/"
 
 
 def make_wheel(name: str, version: str, requires_python: str | None = None, extra: str = "") -> tuple[str, bytes]:
@@ -101,8 +107,15 @@ class APIHarness:
     through StubTreq.
     """
 
-    def __init__(self, testcase: SynchronousTestCase, restrict_modify: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        testcase: SynchronousTestCase,
+        restrict_modify: frozenset[str] | None = None,
+        upstream: Any = None,
+        offline: bool = False,
+    ) -> None:
         self._testcase = testcase
+        self.clock = Clock()
         self.serverdir = ServerDir(testcase.mktemp())
         self.serverdir.initialise()
         self.store = SQLiteStore(self.serverdir.database, self.serverdir.files, inline_runner, inline_runner)
@@ -120,7 +133,17 @@ class APIHarness:
         def run(fn: Any, *args: Any) -> Deferred[Any]:
             return inline_runner(lambda: fn(*args))
 
-        self.api = IndexAPI(config, self.store, run)
+        mirror = files = None
+        self.upstream_client: Any = None
+        if upstream is not None:
+            self.upstream_client = StubTreq(upstream)
+            client = Upstream(self.upstream_client, self.clock, timeout=5)
+            mirror = MirrorService(self.store, client, self.clock, offline=offline)
+            files = MirrorFiles(self.store, client, self.serverdir.files, self.clock)
+            pypi = dict(root_pypi_config(), mirror_url=UPSTREAM_URL)
+            testcase.successResultOf(self.store.write(lambda tx: tx.set("i/root/pypi", pypi)))
+        self.mirror = mirror
+        self.api = IndexAPI(config, self.store, run, mirror, files, clock=self.clock.seconds)
         self.treq = StubTreq(DevpiResource(self.api, self.store, config.uuid))
         self.auth: dict[str, str] = {}
 
@@ -147,12 +170,21 @@ class APIHarness:
             data=data,
             allow_redirects=False,
         )
-        self.treq.flush()
+        self.flush(pending)
         response = self._testcase.successResultOf(pending)
         pending = self.treq.content(response)
-        self.treq.flush()
+        self.flush(pending)
         content = self._testcase.successResultOf(pending)
         return Reply(response.code, response.headers, content, response.phrase)
+
+    def flush(self, pending: Deferred[Any] | None = None) -> None:
+        """Pump the in-memory connections to us and to the fake upstream."""
+        for _ in range(50):
+            self.treq.flush()
+            if self.upstream_client is not None:
+                self.upstream_client.flush()
+            if pending is not None and pending.called:
+                return
 
     def login(self, user: str, password: str) -> None:
         reply = self.request("POST", "/+login", {"user": user, "password": password})

@@ -6,13 +6,12 @@ StubTreq, inline runners.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.auth import hash_password
-from tests.helpers import APIHarness, basic, make_sdist, make_wheel, multipart, upload_fields
+from tests.helpers import APIHarness, basic, make_wheel
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 

@@ -5,6 +5,8 @@ pages of the projects it touched (all of them when an index config changed).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from devpi_tx.interfaces import IStore
@@ -12,9 +14,14 @@ from devpi_tx.interfaces import IStore
 LIST = ""  # the group of root project lists
 
 
+Page = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...], float | None]
+"""Content type, body, extra headers, expiry time (C{None}: until a commit)."""
+
+
 class PageCache:
-    def __init__(self, store: IStore, max_pages: int = 50000) -> None:
-        self._pages: dict[str, dict[tuple[Any, ...], tuple[bytes, bytes]]] = {}
+    def __init__(self, store: IStore, clock: Callable[[], float] = time.monotonic, max_pages: int = 50000) -> None:
+        self._clock = clock
+        self._pages: dict[str, dict[tuple[Any, ...], Page]] = {}
         self._dropped: dict[str, int] = {}
         self._all_dropped = -1
         self._count = 0
@@ -30,7 +37,7 @@ class PageCache:
             if kind == "i/":
                 self.clear(serial)
                 return
-            if kind in ("p/", "v/"):
+            if kind in ("p/", "v/", "m/"):
                 parts = key.split("/")
                 if len(parts) >= 4:
                     projects.add(parts[3])
@@ -46,15 +53,17 @@ class PageCache:
         self._count = 0
         self._all_dropped = serial
 
-    def get(self, project: str, key: tuple[Any, ...]) -> tuple[bytes, bytes] | None:
+    def get(self, project: str, key: tuple[Any, ...]) -> Page | None:
         found = self._pages.get(project, {}).get(key)
+        if found is not None and found[3] is not None and found[3] <= self._clock():
+            found = None
         if found is None:
             self.misses += 1
         else:
             self.hits += 1
         return found
 
-    def put(self, project: str, key: tuple[Any, ...], serial: int, value: tuple[bytes, bytes]) -> None:
+    def put(self, project: str, key: tuple[Any, ...], serial: int, value: Page) -> None:
         """Keep C{value}, computed at C{serial}, unless a newer commit dropped it."""
         if serial < self._all_dropped or serial < self._dropped.get(project, -1):
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from html import escape
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from devpi_tx.views import Link
@@ -87,6 +88,13 @@ def _yank_attr(yanked: bool | str) -> str:
     return f' data-yanked="{escape(yanked if isinstance(yanked, str) else "")}"'
 
 
+def _meta_attr(value: dict[str, str] | bool) -> str:
+    if isinstance(value, dict) and value:
+        algo, digest = next(iter(value.items()))
+        return escape(f"{algo}={digest}")
+    return "true"
+
+
 def simple_page_html(stage: str, project: str, links: list[Link], href: Any) -> bytes:
     out = [
         '<!DOCTYPE html><html lang="en"><head>'
@@ -100,9 +108,11 @@ def simple_page_html(stage: str, project: str, links: list[Link], href: Any) -> 
             attrs += f' data-requires-python="{escape(link.requires_python)}"'
         attrs += _yank_attr(link.yanked)
         if link.core_metadata:
-            value = f"sha256={link.core_metadata}"
+            value = _meta_attr(link.core_metadata)
             attrs += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
-        url = escape(href(link.relpath)) + f"#sha256={link.sha256}"
+        url = escape(href(link.relpath))
+        if link.fragment:
+            url += "#" + link.fragment
         out.append(
             f'{escape(link.stage)} <a href="{url}"{attrs}>{escape(link.basename)}</a><br>\n'
         )
@@ -116,7 +126,7 @@ def simple_page_json(project: str, links: list[Link], versions: list[str], href:
         entry: dict[str, Any] = {
             "filename": link.basename,
             "url": href(link.relpath),
-            "hashes": {"sha256": link.sha256},
+            "hashes": link.hashes,
         }
         if link.requires_python is not None:
             entry["requires-python"] = link.requires_python
@@ -127,36 +137,48 @@ def simple_page_json(project: str, links: list[Link], versions: list[str], href:
         if link.upload_time:
             entry["upload-time"] = link.upload_time
         if link.core_metadata:
-            entry["core-metadata"] = {"sha256": link.core_metadata}
-            entry["dist-info-metadata"] = {"sha256": link.core_metadata}
+            entry["core-metadata"] = link.core_metadata
+            entry["dist-info-metadata"] = link.core_metadata
         files.append(entry)
     body = {"meta": {"api-version": API_VERSION}, "name": project, "versions": versions, "files": files}
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
-def project_list_html(stage: str, per_stage: list[tuple[str, list[str]]], bases: str) -> bytes:
+def _unique(per_stage: list[tuple[str, Iterable[str]]]) -> Iterator[tuple[str, Iterator[str]]]:
+    """Per stage, its names not shown for an earlier stage (the last stage's are not recorded)."""
+    seen: set[str] = set()
+    last = len(per_stage) - 1
+
+    def names(i: int, projects: Iterable[str]) -> Iterator[str]:
+        for project in projects:
+            if project in seen:
+                continue
+            if i != last:
+                seen.add(project)
+            yield project
+
+    for i, (stage, projects) in enumerate(per_stage):
+        yield stage, names(i, projects)
+
+
+def project_list_html(stage: str, per_stage: list[tuple[str, Iterable[str]]]) -> bytes:
     out = [
         '<!DOCTYPE html><html lang="en"><head>'
         f'<meta name="pypi:repository-version" content="{API_VERSION}">'
         f"<title>{escape(stage)}: simple list (including inherited indices)</title></head><body>"
         f"<h1>{escape(stage)}: simple list (including inherited indices)</h1>"
     ]
-    seen: set[str] = set()
-    for name, projects in per_stage:
+    for name, projects in _unique(per_stage):
         out.append(f"<h2>{escape(name)}</h2>")
-        for project in projects:
-            if project in seen:
-                continue
-            seen.add(project)
-            out.append(f'<a href="{escape(project)}/">{escape(project)}</a><br>\n')
+        out.extend(f'<a href="{p}/">{p}</a><br>\n' for p in map(escape, projects))
     out.append("</body></html>\n")
     return "".join(out).encode("utf-8")
 
 
-def project_list_json(per_stage: list[tuple[str, list[str]]]) -> bytes:
-    seen: dict[str, None] = {}
-    for _, projects in per_stage:
-        for project in projects:
-            seen.setdefault(project)
-    body = {"meta": {"api-version": API_VERSION}, "projects": [{"name": p} for p in seen]}
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+def project_list_json(per_stage: list[tuple[str, Iterable[str]]]) -> bytes:
+    parts = []
+    for _, projects in _unique(per_stage):
+        parts.extend(map(json.dumps, projects))
+    body = '{"meta":{"api-version":"%s"},"projects":[' % API_VERSION
+    body += ",".join('{"name":%s}' % p for p in parts) + "]}"
+    return body.encode("utf-8")

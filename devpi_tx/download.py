@@ -1,0 +1,211 @@
+"""
+Mirror files fetched on first request: streamed to the client while written
+aside and hashed, kept only when the hash matches, one upstream download per
+file however many clients ask at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from devpi_tx import keys
+from devpi_tx.coalesce import Coalescer
+from devpi_tx.files import temp_name
+from devpi_tx.interfaces import IStore, ITransaction
+from devpi_tx.model import APIError
+from devpi_tx.releases import http_date
+from devpi_tx.upstream import Upstream, UpstreamError
+
+STALL_TIMEOUT = 30.0
+
+
+class _Discard(Protocol):
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.done.callback(None)
+
+
+@implementer(IPushProducer)
+class _Tee(Protocol):
+    """
+    Receives an upstream body: to a temp file and the hashers, and to the
+    client one chunk behind, so the last bytes go out only once the file
+    is known to be good.  The client's back-pressure pauses upstream.
+    """
+
+    def __init__(self, request: IRequest | None, out: Any, algorithms: list[str], reactor: Any, stall: float) -> None:
+        self.request = request
+        self.out = out
+        self.hashers = {a: hashlib.new(a) for a in algorithms}
+        self.size = 0
+        self.held = b""
+        self.reactor = reactor
+        self.stall = stall
+        self.done: Deferred[Failure] = Deferred()
+        self._timer: Any = None
+        self._paused_by_client = False
+
+    def connectionMade(self) -> None:
+        self._timer = self.reactor.callLater(self.stall, self._stalled)
+        if self.request is not None:
+            self.request.registerProducer(self, True)
+            self.request.notifyFinish().addErrback(lambda _: self.detach())
+
+    def detach(self) -> None:
+        """The client went away: keep downloading for the cache."""
+        self.request = None
+        if self._paused_by_client:
+            self._paused_by_client = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _stalled(self) -> None:
+        self._timer = None
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.stall)
+        self.out.write(data)
+        for hasher in self.hashers.values():
+            hasher.update(data)
+        self.size += len(data)
+        if self.request is not None:
+            if self.held:
+                self.request.write(self.held)
+            self.held = data
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._timer is None and not reason.check(ResponseDone, PotentialDataLoss):
+            reason = Failure(UpstreamError(f"download stalled for {self.stall:g} seconds"))
+        self.done.callback(reason)
+
+    # IPushProducer, for the client's transport
+    def pauseProducing(self) -> None:
+        self._paused_by_client = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        if self._paused_by_client:
+            self._paused_by_client = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        self.detach()
+
+
+def _abort(request: IRequest) -> None:
+    transport = getattr(request.channel, "transport", None)  # type: ignore[attr-defined]
+    if transport is not None:
+        abort = getattr(transport, "abortConnection", None) or transport.loseConnection
+        abort()
+
+
+class MirrorFiles:
+    _log = Logger()
+
+    def __init__(self, store: IStore, upstream: Upstream, files_dir: str, reactor: Any, stall: float = STALL_TIMEOUT) -> None:
+        self._store = store
+        self._upstream = upstream
+        self._files_dir = files_dir
+        self._reactor = reactor
+        self._stall = stall
+        self._downloads = Coalescer()
+        self.downloads = 0
+
+    async def fetch(self, request: IRequest, relpath: str, entry: dict[str, Any], mirror_url: str) -> bool:
+        """
+        Make the file cached, streaming it to C{request} when this request
+        starts the download.  Returns C{True} when the body was sent,
+        C{False} when the caller should now serve the file from disk.
+
+        @raise APIError: upstream failed before anything was sent.
+        """
+        if self._downloads.busy(relpath):
+            await self._downloads.run(relpath, self._never)
+            return False
+        await self._downloads.run(relpath, lambda: self._download(request, relpath, entry, mirror_url))
+        return True
+
+    async def _never(self) -> None:  # pragma: no cover - only runs when no download is under way
+        raise AssertionError("no download under way")
+
+    async def _download(self, request: IRequest, relpath: str, entry: dict[str, Any], mirror_url: str) -> None:
+        url = entry["url"]
+        try:
+            response = await self._upstream.open(url, auth_source=mirror_url)
+        except UpstreamError as e:
+            raise APIError(502, e.message) from None
+        if response.code != 200:
+            discard = _Discard()
+            response.deliverBody(discard)
+            await discard.done
+            if response.code == 404:
+                raise APIError(404, f"error 404 getting {url}")
+            raise APIError(502, f"error {response.code} getting {url}")
+        self.downloads += 1
+        expected = {a: v.lower() for a, v in entry.get("hashes", {}).items() if a in hashlib.algorithms_available}
+        algorithms = sorted(set(expected) | {"sha256"})
+        length = response.length if isinstance(response.length, int) else None
+        request.setResponseCode(200)
+        ctype = response.headers.getRawHeaders(b"Content-Type", [b"application/octet-stream"])[0]
+        request.setHeader(b"Content-Type", ctype)
+        if length is not None:
+            request.setHeader(b"Content-Length", str(length).encode())
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        last_modified = response.headers.getRawHeaders(b"Last-Modified", [None])[0]
+        temp = temp_name(self._files_dir)
+        out = open(temp, "wb")
+        tee = _Tee(request, out, algorithms, self._reactor, self._stall)
+        response.deliverBody(tee)
+        reason = await tee.done
+        out.close()
+        if tee.request is not None:
+            tee.request.unregisterProducer()
+        problem = None
+        if not reason.check(ResponseDone, PotentialDataLoss):
+            problem = f"download of {url} failed: {reason.getErrorMessage()}"
+        elif length is not None and tee.size != length:
+            problem = f"download of {url} ended after {tee.size} of {length} bytes"
+        else:
+            for algo, value in expected.items():
+                got = tee.hashers[algo].hexdigest()
+                if got != value:
+                    problem = f"{algo} mismatch for {url}: expected {value}, got {got}"
+        if problem is not None:
+            os.unlink(temp)
+            self._log.error("{problem}", problem=problem)
+            if tee.request is not None and tee.request.startedWriting:  # type: ignore[attr-defined]
+                # bytes went out already: only a broken connection tells the client
+                _abort(tee.request)
+            raise UpstreamError(problem)
+        hashes = {a: h.hexdigest() for a, h in tee.hashers.items()}
+        stamp = last_modified.decode("latin-1") if last_modified else http_date(self._reactor.seconds())
+
+        def commit(tx: ITransaction) -> None:
+            with open(temp, "rb") as f:
+                os.fsync(f.fileno())
+            current = tx.get(keys.file(relpath)) or dict(entry)
+            current.update(hashes=hashes, size=tee.size, last_modified=stamp)
+            current.setdefault("hash_spec", f"sha256={hashes['sha256']}")
+            tx.set(keys.file(relpath), current)
+            tx.place_file(temp, relpath)
+
+        await self._store.write(commit)
+        if tee.request is not None and tee.held:
+            tee.request.write(tee.held)

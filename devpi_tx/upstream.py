@@ -1,0 +1,153 @@
+"""
+The treq client for an upstream simple index: one persistent connection
+pool, PEP 691 negotiation, ETags, credentials kept out of URLs, bounded
+timeouts (a stalled body counts).
+"""
+
+from __future__ import annotations
+
+import base64
+import platform
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from devpi_tx import __version__
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+)
+USER_AGENT = f"devpi-server/6.20.3 devpi_tx/{__version__} (py{platform.python_version()}; {platform.system().lower()})"
+
+
+class UpstreamError(Exception):
+    """Upstream could not be reached, timed out or answered an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Fetched:
+    status: int
+    body: bytes
+    etag: str | None
+    serial: int
+    content_type: str
+    url: str
+
+
+def split_credentials(url: str) -> tuple[str, bytes | None]:
+    """C{url} without C{user:password@}, and the Basic auth header value."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    clean = urlunsplit(parts._replace(netloc=host))
+    secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return clean, b"Basic " + base64.b64encode(secret.encode("utf-8"))
+
+
+def with_credentials(url: str, mirror_url: str) -> str:
+    """C{url} with the credentials of C{mirror_url} when on the same host."""
+    source = urlsplit(mirror_url)
+    target = urlsplit(url)
+    if source.username is None or source.hostname != target.hostname:
+        return url
+    return urlunsplit(target._replace(netloc=source.netloc))
+
+
+def _header(headers: Headers, name: bytes) -> str | None:
+    values = headers.getRawHeaders(name)
+    return values[0].decode("latin-1") if values else None
+
+
+class Upstream:
+    """
+    Fetches from upstream indexes through C{client} (a treq HTTPClient, or
+    StubTreq in tests); timeouts run on C{reactor}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, client: Any, reactor: Any, timeout: float = 5.0) -> None:
+        self._client = client
+        self._reactor = reactor
+        self.timeout = timeout
+        self.fetches = 0
+
+    def _headers(self, auth: bytes | None, etag: str | None = None, accept: str = ACCEPT) -> Headers:
+        headers = Headers({b"User-Agent": [USER_AGENT.encode()], b"Accept": [accept.encode()]})
+        if auth:
+            headers.setRawHeaders(b"Authorization", [auth])
+        if etag:
+            headers.setRawHeaders(b"If-None-Match", [etag.encode("latin-1")])
+        return headers
+
+    async def fetch(self, url: str, etag: str | None = None, timeout: float | None = None) -> Fetched:
+        """
+        GET a simple page; the whole exchange, body included, must finish
+        within C{timeout}.
+
+        @raise UpstreamError: on network errors and timeouts (not on HTTP
+            error statuses, which are returned).
+        """
+        clean, auth = split_credentials(url)
+        limit = self.timeout if timeout is None else timeout
+        self.fetches += 1
+
+        async def exchange() -> Fetched:
+            response = await self._client.request("GET", clean, headers=self._headers(auth, etag))
+            body = await self._client.content(response) if response.code == 200 else b""
+            serial_text = _header(response.headers, b"X-PYPI-LAST-SERIAL") or "-1"
+            try:
+                serial = int(serial_text)
+            except ValueError:
+                serial = -1
+            final = getattr(response.request, "absoluteURI", None)
+            return Fetched(
+                status=response.code,
+                body=body,
+                etag=_header(response.headers, b"ETag"),
+                serial=serial,
+                content_type=_header(response.headers, b"Content-Type") or "",
+                url=final.decode("utf-8") if isinstance(final, bytes) else clean,
+            )
+
+        d = Deferred.fromCoroutine(exchange())
+        d.addTimeout(limit, self._reactor)
+        try:
+            return await d
+        except (TimeoutError, CancelledError):
+            raise UpstreamError(f"timeout after {limit:g} seconds while getting {clean}") from None
+        except UpstreamError:
+            raise
+        except Exception as e:
+            raise UpstreamError(f"error getting {clean}: {e.__class__.__name__}: {e}") from None
+
+    async def open(self, url: str, auth_source: str | None = None) -> Any:
+        """
+        Start a streamed GET of a file; returns the treq response once its
+        headers arrived (within the timeout).  The caller reads the body.
+        """
+        clean, auth = split_credentials(url)
+        if auth is None and auth_source:
+            _, auth = split_credentials(with_credentials(url, auth_source))
+        self.fetches += 1
+        d = self._client.request("GET", clean, headers=self._headers(auth, accept="*/*"), unbuffered=True)
+        d.addTimeout(self.timeout, self._reactor)
+        try:
+            return await d
+        except (TimeoutError, CancelledError):
+            raise UpstreamError(f"timeout after {self.timeout:g} seconds while getting {clean}") from None
+        except Exception as e:
+            raise UpstreamError(f"error getting {clean}: {e.__class__.__name__}: {e}") from None

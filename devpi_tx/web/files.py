@@ -1,0 +1,166 @@
+"""
+Files under C{+f/} and C{+e/}: stored files from disk, mirror files fetched
+on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from devpi_tx import keys, releases
+from devpi_tx.files import prepare_bytes, wheel_metadata
+from devpi_tx.model import APIError, bad_request, not_found
+from devpi_tx.simpleparse import project_of
+from devpi_tx.upstream import UpstreamError, with_credentials
+from devpi_tx.users import get_ixconfig
+from devpi_tx.web import render
+from devpi_tx.web.common import Base, app, has_arg, header
+from devpi_tx.web.filesend import content_type, send_file
+
+IMMUTABLE = b"max-age=365000000, immutable, public"
+METADATA = ".metadata"
+
+
+class FileRoutes(Base):
+    @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD", "DELETE", "POST"])
+    async def file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
+        return await self._file(request, f"{user}/{index}", f"{user}/{index}/+f/{rest}", rest)
+
+    @app.route("/<user>/<index>/+e/<path:rest>", methods=["GET", "HEAD", "DELETE"])
+    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
+        return await self._file(request, f"{user}/{index}", f"{user}/{index}/+e/{rest}", rest)
+
+    async def _file(self, request: IRequest, stage: str, relpath: str, rest: str) -> Any:
+        segments = rest.split("/")
+        if ".." in segments or "" in segments or "\x00" in rest:
+            raise not_found("no such file")
+        if request.method == b"POST":
+            return await self._toxresult(request, relpath)
+        if request.method == b"DELETE":
+            identity = await self._auth.identify(request)
+            force = has_arg(request, b"force")
+            await self._write(request, lambda tx: releases.delete_file(tx, relpath, force, identity, self._policy))
+            return self._reply(request, message=f"package {relpath!r} deleted")
+        config, entry = await self._store.read(lambda tx: (get_ixconfig(tx, stage), tx.get(keys.file(relpath))))
+        if entry is None and relpath.endswith(METADATA):
+            return await self._metadata(request, config, relpath)
+        if entry is None and config.get("type") == "mirror" and self._mirror is not None:
+            entry = await self._find_on_mirror(stage, config, relpath)
+        if entry is None:
+            raise not_found("no such file")
+        if render.accepts_json(header(request, b"Accept")):
+            names = ("last_modified", "hash_spec", "hashes", "project", "version", "url")
+            return self._reply(request, "releasefilemeta", {k: entry[k] for k in names if k in entry})
+        path = os.path.join(self._config.files_dir, relpath)
+        if entry.get("last_modified") and os.path.exists(path):
+            return await self._send(request, path, entry)
+        if not entry.get("url"):
+            raise not_found("no such file")
+        return await self._from_upstream(request, config, relpath, entry, path)
+
+    async def _send(self, request: IRequest, path: str, entry: dict[str, Any]) -> Any:
+        request.setHeader(b"Cache-Control", IMMUTABLE)
+        if entry.get("last_modified"):
+            request.setHeader(b"Last-Modified", entry["last_modified"].encode("latin-1"))
+        return await send_file(request, path)
+
+    async def _find_on_mirror(self, stage: str, config: dict[str, Any], relpath: str) -> dict[str, Any] | None:
+        """An unknown mirror path (a lock file's URL): load the project's page, look again."""
+        assert self._mirror is not None
+        parsed = project_of(relpath.rsplit("/", 1)[-1])
+        if parsed is None:
+            return None
+        try:
+            await self._mirror.page(stage, config, parsed[0])
+        except APIError:
+            return None
+        return await self._store.read(lambda tx: tx.get(keys.file(relpath)))  # type: ignore[no-any-return]
+
+    async def _from_upstream(
+        self, request: IRequest, config: dict[str, Any], relpath: str, entry: dict[str, Any], path: str
+    ) -> Any:
+        mirror_url = str(config.get("mirror_url", ""))
+        if self._mirror is not None and self._mirror.offline:
+            raise not_found(f"{relpath} is not cached and the server is offline")
+        if config.get("mirror_use_external_urls"):
+            request.redirect(with_credentials(entry["url"], mirror_url).encode())
+            return b""
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
+            if entry.get("size"):
+                request.setHeader(b"Content-Length", str(entry["size"]).encode())
+            return b""
+        if self._mirror_files is None:
+            raise not_found("no such file")
+        try:
+            sent = await self._mirror_files.fetch(request, relpath, entry, mirror_url)
+        except UpstreamError as e:
+            if request.startedWriting:  # type: ignore[attr-defined]
+                return b""  # the connection was aborted: the client sees the failure
+            request.responseHeaders.removeHeader(b"Content-Length")
+            raise APIError(502, e.message) from None
+        if sent:
+            return b""
+        fresh = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
+        return await self._send(request, path, fresh or entry)
+
+    async def _metadata(self, request: IRequest, config: dict[str, Any], relpath: str) -> Any:
+        """PEP 658: stored for uploads; for mirrors from upstream, else from the cached wheel."""
+        base = relpath[: -len(METADATA)]
+        wheel = await self._store.read(lambda tx: tx.get(keys.file(base)))
+        if wheel is None or not base.endswith(".whl"):
+            raise not_found("no such file")
+        path = os.path.join(self._config.files_dir, relpath)
+        mime = b"application/octet-stream"
+        if os.path.exists(path):
+            request.setHeader(b"Cache-Control", IMMUTABLE)
+            return await send_file(request, path, mime)
+        wheel_path = os.path.join(self._config.files_dir, base)
+        data = None
+        if wheel.get("last_modified") and os.path.exists(wheel_path):
+            data = await self._run(wheel_metadata, wheel_path)
+        elif wheel.get("core_metadata") and self._mirror is not None and not self._mirror.offline:
+            data = await self._upstream_metadata(config, wheel)
+        if data is None:
+            raise not_found(f"no metadata found in {base}")
+        request.setHeader(b"Content-Type", mime)
+        return data
+
+    async def _upstream_metadata(self, config: dict[str, Any], wheel: dict[str, Any]) -> bytes:
+        assert self._mirror is not None
+        url = with_credentials(wheel["url"] + METADATA, str(config.get("mirror_url", "")))
+        try:
+            fetched = await self._mirror.upstream.fetch(url)
+        except UpstreamError as e:
+            raise APIError(502, e.message) from None
+        if fetched.status != 200:
+            raise APIError(502 if fetched.status != 404 else 404, f"error {fetched.status} getting {wheel['url']}{METADATA}")
+        expected = wheel["core_metadata"]
+        if isinstance(expected, dict):
+            for algo, value in expected.items():
+                if algo in hashlib.algorithms_available and hashlib.new(algo, fetched.body).hexdigest() != value:
+                    raise APIError(502, f"{algo} mismatch for {wheel['url']}{METADATA}")
+        return fetched.body
+
+    async def _toxresult(self, request: IRequest, relpath: str) -> bytes:
+        identity = await self._auth.identify(request)
+        request.content.seek(0)
+        raw = request.content.read()
+        try:
+            json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("Bad request: could not decode json") from None
+        content = await self._run(prepare_bytes, self._config.files_dir, raw)
+        try:
+            path = await self._write(
+                request,
+                lambda tx: releases.store_toxresult(tx, relpath, content, identity, self._policy),
+            )
+        finally:
+            content.discard()
+        return self._reply(request, "toxresultpath", path)

@@ -1,0 +1,271 @@
+"""
+Simple pages and project/version JSON over an index and its bases, mirrors
+included (spec 1.9-1.12, 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from devpi_tx import releases, views
+from devpi_tx.mirror import MirrorPage
+from devpi_tx.model import APIError, bad_request, normalize_name, not_found
+from devpi_tx.web import render
+from devpi_tx.web.common import Base, app, has_arg, header, json_body
+from devpi_tx.web.pagecache import LIST
+
+STALE_HEADERS = (
+    (b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store"),
+    (b"Pragma", b"no-cache"),
+)
+
+
+@dataclass
+class Rendered:
+    content_type: bytes
+    body: bytes
+    serial: int
+    expires: float | None = None
+    stale: bool = False
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _check_project_segment(project: str) -> None:
+    if not project.isascii():
+        raise bad_request("unicode project names not allowed")
+
+
+class SimpleRoutes(Base):
+    _log = Logger()
+
+    def _page_key(self, request: IRequest) -> tuple[bytes, bool, str]:
+        want_json = render.wants_simple_json(header(request, b"Accept"))
+        return (request.path, want_json, self._base_url(request))
+
+    def cached_page(self, request: IRequest) -> bytes | None:
+        """
+        The body of an already rendered C{+simple/} page, answered before
+        routing; C{None} when the request is not for one.
+        """
+        if request.method != b"GET":
+            return None
+        parts = request.path.split(b"/")
+        if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:
+            group = parts[4].decode("ascii", "replace")
+        elif len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
+            group = LIST
+        else:
+            return None
+        found = self.pages.get(group, self._page_key(request))
+        if found is None:
+            return None
+        request.setHeader(b"Vary", b"Accept, User-Agent")
+        request.setHeader(b"Content-Type", found[0])
+        for name, value in found[2]:
+            request.setHeader(name, value)
+        return found[1]
+
+    async def _cached(self, request: IRequest, group: str, build: Callable[[bool], Awaitable[Rendered]]) -> bytes:
+        key = self._page_key(request)
+        request.setHeader(b"Vary", b"Accept, User-Agent")
+        found = self.pages.get(group, key)
+        if found is None:
+            page = await build(key[1])
+            headers = page.headers
+            if page.stale:
+                headers += STALE_HEADERS + ((b"Expires", releases.http_date(self._clock()).encode()),)
+            else:
+                self.pages.put(group, key, page.serial, (page.content_type, page.body, headers, page.expires))
+            found = (page.content_type, page.body, headers, page.expires)
+        request.setHeader(b"Content-Type", found[0])
+        for name, value in found[2]:
+            request.setHeader(name, value)
+        return found[1]
+
+    async def _mirror_pages(self, stage: str, mirrors: list[tuple[str, dict[str, Any]]], project: str) -> list[MirrorPage]:
+        """
+        Pages of the consulted mirrors; a base mirror that fails counts as
+        not having the project, the index's own failure is an error.
+        """
+        pages = []
+        if self._mirror is None:
+            return pages
+        for name, config in mirrors:
+            try:
+                page = await self._mirror.page(name, config, project)
+            except APIError as e:
+                if name == stage:
+                    raise
+                self._log.warn("Mirror {mirror} skipped: {message}", mirror=name, message=e.message)
+                continue
+            if page is not None:
+                pages.append(page)
+        return pages
+
+    # -- project lists -------------------------------------------------------
+
+    async def _project_list(self, request: IRequest, stage: str) -> bytes:
+        async def build(want_json: bool) -> Rendered:
+            serial, per_stage = await self._store.read(lambda tx: (tx.serial, views.project_names(tx, stage)))
+            lists: list[tuple[str, Iterable[str]]] = []
+            stale = False
+            expires = None
+            for name, config, names in per_stage:
+                if config.get("type") == "mirror" and self._mirror is not None:
+                    found, was_stale = await self._mirror.project_names(name, config)
+                    stale = stale or was_stale
+                    until = self._clock() + self._mirror.expiry(config)
+                    expires = until if expires is None else min(expires, until)
+                    lists.append((name, found))
+                else:
+                    lists.append((name, names))
+            if want_json:
+                return Rendered(render.SIMPLE_JSON_TYPE, render.project_list_json(lists), serial, expires, stale)
+            return Rendered(render.HTML_TYPE, render.project_list_html(stage, lists), serial, expires, stale)
+
+        return await self._cached(request, LIST, build)
+
+    @app.route("/<user>/<index>/+simple", methods=["GET"])
+    async def simple_list_noslash(self, request: IRequest, user: str, index: str) -> bytes:
+        accept = header(request, b"Accept")
+        if render.wants_simple_json(accept) or render.is_installer(header(request, b"User-Agent")):
+            return await self._project_list(request, f"{user}/{index}")
+        request.setHeader(b"Vary", b"User-Agent")
+        request.redirect(f"{self._base_url(request)}/{user}/{index}/+simple/".encode())
+        return b""
+
+    @app.route("/<user>/<index>/+simple/", methods=["GET"])
+    async def simple_list(self, request: IRequest, user: str, index: str) -> bytes:
+        return await self._project_list(request, f"{user}/{index}")
+
+    # -- project pages -----------------------------------------------------------
+
+    @app.route("/<user>/<index>/+simple/<project>", methods=["GET", "POST"])
+    @app.route("/<user>/<index>/+simple/<project>/", methods=["GET", "POST"])
+    async def simple_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        return await self._simple_page(request, f"{user}/{index}", project, "+simple/")
+
+    async def _simple_page(self, request: IRequest, stage: str, project: str, prefix: str) -> bytes:
+        _check_project_segment(project)
+        normalized = normalize_name(project)
+        if normalized != project and request.method == b"GET":
+            request.redirect(f"{self._base_url(request)}/{stage}/{prefix}{normalized}/".encode())
+            return b""
+        path = request.path.decode("utf-8", "replace")
+
+        def href(relpath: str) -> str:
+            return render.relative_url(path, "/" + quote(relpath, safe="/+@:"))
+
+        async def build(want_json: bool) -> Rendered:
+            plan = await self._store.read(lambda tx: views.simple_plan(tx, stage, normalized))
+            pages = await self._mirror_pages(stage, plan.mirrors, normalized)
+            if not plan.found and not pages:
+                raise not_found(f"The project {normalized} does not exist.")
+            links, versions = plan.merge(pages)
+            if want_json:
+                content_type, body = render.SIMPLE_JSON_TYPE, render.simple_page_json(normalized, links, versions, href)
+            else:
+                content_type, body = render.HTML_TYPE, render.simple_page_html(stage, normalized, links, href)
+            expires = min((p.expires for p in pages), default=None)
+            upstream_serial = max((p.serial for p in pages), default=-1)
+            headers = ((b"X-PYPI-LAST-SERIAL", str(upstream_serial).encode()),) if upstream_serial > 0 else ()
+            return Rendered(content_type, body, plan.serial, expires, any(p.stale for p in pages), headers)
+
+        return await self._cached(request, normalized, build)
+
+    @app.route("/<user>/<index>/+simple/<project>/refresh", methods=["POST"])
+    async def simple_refresh(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        stage = f"{user}/{index}"
+        normalized = normalize_name(project)
+        plan = await self._store.read(lambda tx: views.simple_plan(tx, stage, normalized))
+        if self._mirror is not None:
+            for name, config in plan.mirrors:
+                try:
+                    await self._mirror.page(name, config, normalized, refresh=True)
+                except APIError as e:
+                    # devpi answers 500 here; the page itself will say what is wrong
+                    self._log.warn("Refresh of {project} on {mirror}: {message}", project=normalized, mirror=name, message=e.message)
+        request.redirect(f"{self._base_url(request)}/{stage}/+simple/{normalized}/".encode())
+        return b""
+
+    # -- project and version JSON ---------------------------------------------
+
+    async def _merged_versions(self, request: IRequest, stage: str, project: str, ignore_bases: bool) -> dict[str, Any]:
+        url_for = self._url_for(request)
+        result, mirrors = await self._store.read(
+            lambda tx: views.project_view(tx, stage, project, ignore_bases, url_for)
+        )
+        for page in await self._mirror_pages(stage, mirrors, project):
+            for version, view in views.mirror_versions(project, page.links, url_for).items():
+                views.add_version(result, version, view)
+        return result
+
+    @app.route("/<user>/<index>/<project>", methods=["GET", "DELETE"])
+    @app.route("/<user>/<index>/<project>/", methods=["GET", "DELETE"])
+    async def project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        stage = f"{user}/{index}"
+        accept = header(request, b"Accept")
+        normalized = normalize_name(project)
+        if request.method == b"GET":
+            if render.wants_simple_json(accept) or (
+                render.is_installer(header(request, b"User-Agent")) and not render.accepts_json(accept)
+            ):
+                return await self._simple_page(request, stage, project, "")
+            if not render.accepts_json(accept):
+                raise APIError(415, "unsupported media type, use Accept: application/json")
+            if normalized != project:
+                request.redirect(f"{self._base_url(request)}/{stage}/{normalized}".encode())
+                return b""
+            result = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
+            if not result:
+                raise not_found(f"The project {normalized} does not exist.")
+            return self._reply(request, "projectconfig", result)
+        identity = await self._auth.identify(request)
+        force = has_arg(request, b"force")
+        await self._write(
+            request,
+            lambda tx: releases.delete_project(tx, stage, normalized, force, identity, self._policy),
+        )
+        if self._mirror is not None:
+            self._mirror.forget(stage, normalized)
+        return self._reply(request, message=f"project {normalized} deleted from stage {stage}")
+
+    @app.route("/<user>/<index>/<project>/<version>", methods=["GET", "DELETE", "PATCH"])
+    @app.route("/<user>/<index>/<project>/<version>/", methods=["GET", "DELETE", "PATCH"])
+    async def version(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
+        stage = f"{user}/{index}"
+        normalized = normalize_name(project)
+        if request.method == b"GET":
+            if normalized != project:
+                request.redirect(f"{self._base_url(request)}/{stage}/{normalized}/{version}".encode())
+                return b""
+            result = await self._merged_versions(request, stage, normalized, False)
+            if version not in result:
+                raise not_found(f"The version {version} of project {normalized} does not exist.")
+            return self._reply(request, "versiondata", result[version])
+        identity = await self._auth.identify(request)
+        if request.method == b"PATCH":
+            return await self._yank(request, stage, normalized, version, identity)
+        force = has_arg(request, b"force")
+        await self._write(
+            request,
+            lambda tx: releases.delete_version(tx, stage, normalized, version, force, identity, self._policy),
+        )
+        return self._reply(request, message=f"project {normalized!r} version {version!r} deleted")
+
+    async def _yank(self, request: IRequest, stage: str, project: str, version: str, identity: Any) -> bytes:
+        body = json_body(request)
+        yanked = body.get("yanked") if isinstance(body, dict) else None
+        if not isinstance(yanked, (bool, str)) or set(body) != {"yanked"}:
+            raise bad_request('expected {"yanked": true, false or a reason}')
+        record = await self._write(
+            request,
+            lambda tx: releases.set_yanked(tx, stage, project, version, yanked, identity, self._policy),
+        )
+        return self._reply(request, "versiondata", views.versiondata_view(record, self._url_for(request)))
