@@ -55,7 +55,8 @@ class _Tee(Protocol):
         self.held = b""
         self.reactor = reactor
         self.stall = stall
-        self.done: Deferred[Failure] = Deferred()
+        # fires with a one-item list: a Failure as a result would errback
+        self.done: Deferred[list[Failure]] = Deferred()
         self._timer: Any = None
         self._paused_by_client = False
 
@@ -93,7 +94,7 @@ class _Tee(Protocol):
             self._timer.cancel()
         if self._timer is None and not reason.check(ResponseDone, PotentialDataLoss):
             reason = Failure(UpstreamError(f"download stalled for {self.stall:g} seconds"))
-        self.done.callback(reason)
+        self.done.callback([reason])
 
     # IPushProducer, for the client's transport
     def pauseProducing(self) -> None:
@@ -173,7 +174,7 @@ class MirrorFiles:
         out = open(temp, "wb")
         tee = _Tee(request, out, algorithms, self._reactor, self._stall)
         response.deliverBody(tee)
-        reason = await tee.done
+        (reason,) = await tee.done
         out.close()
         if tee.request is not None:
             tee.request.unregisterProducer()

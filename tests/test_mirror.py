@@ -1,0 +1,316 @@
+"""
+Mirror indexes in memory: the API over a real server dir, the fake upstream
+reached through StubTreq, time on a Clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from devpi_tx import keys
+from tests.fakeupstream import FakeUpstream
+from tests.helpers import APIHarness, make_wheel
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+HTML = {"Accept": "text/html"}
+JSON = {"Accept": SIMPLE_JSON}
+
+
+class _MirrorBase(SynchronousTestCase):
+    offline = False
+
+    def setUp(self) -> None:
+        self.up = FakeUpstream(reactor=None)
+        self.wheel = self.up.add("requests", "2.0", requires_python=">=3.8")
+        self.sdist = self.up.add("requests", "2.0", kind="sdist")
+        self.old = self.up.add("requests", "1.0", yanked="broken")
+        self.h = APIHarness(self, upstream=self.up, offline=self.offline)
+        self.up.reactor = self.h.clock
+        self.h.login("root", "")
+
+    def page(self, path: str = "/root/pypi/+simple/requests/", headers: dict[str, str] = JSON):  # type: ignore[no-untyped-def]
+        return self.h.request("GET", path, headers=headers)
+
+    def file_path(self, fake) -> str:  # type: ignore[no-untyped-def]
+        sha = hashlib.sha256(fake.data).hexdigest()
+        return f"/root/pypi/+f/{sha[:3]}/{sha[3:16]}/{fake.filename}"
+
+
+class MirrorPageTests(_MirrorBase):
+    def test_links_rewritten(self) -> None:
+        """Upstream links become our +f URLs with hashes, yanked, requires-python, size, metadata."""
+        reply = self.page()
+        self.assertEqual(reply.code, 200, reply.body)
+        body = reply.json()
+        self.assertEqual(body["versions"], ["1.0", "2.0"])
+        files = {f["filename"]: f for f in body["files"]}
+        wheel = files[self.wheel.filename]
+        sha = hashlib.sha256(self.wheel.data).hexdigest()
+        self.assertEqual(wheel["url"], f"../../+f/{sha[:3]}/{sha[3:16]}/{self.wheel.filename}")
+        self.assertEqual(wheel["hashes"], {"sha256": sha})
+        self.assertEqual(wheel["requires-python"], ">=3.8")
+        self.assertEqual(wheel["size"], len(self.wheel.data))
+        self.assertEqual(wheel["upload-time"], "2026-01-02T03:04:05.000000Z")
+        self.assertIn("core-metadata", wheel)
+        self.assertEqual(files[self.old.filename]["yanked"], "broken")
+        self.assertEqual(reply.header("X-PYPI-LAST-SERIAL"), str(self.up.serial))
+        html = self.page(headers=HTML)
+        self.assertIn(f"#sha256={sha}".encode(), html.body)
+        self.assertIn(b'data-yanked="broken"', html.body)
+        self.assertNotIn(b"upstream.test", html.body)
+
+    def test_html_upstream(self) -> None:
+        """A PEP 503 HTML upstream is understood as well."""
+        self.up.json = False
+        body = self.page().json()
+        self.assertEqual(len(body["files"]), 3)
+        self.assertEqual(body["versions"], ["1.0", "2.0"])
+
+    def test_cached_until_expiry_then_revalidated(self) -> None:
+        """A page is fetched once; after the expiry it is revalidated with its ETag (304)."""
+        self.page()
+        self.page()
+        self.page(headers=HTML)
+        self.assertEqual(self.up.requests["/simple/requests/"], 1)
+        self.h.clock.advance(1801)
+        self.assertEqual(self.page().code, 200)
+        self.assertEqual(self.up.requests["/simple/requests/"], 2)
+        serial = self.h.store.current_serial()
+        self.h.clock.advance(1801)
+        self.page()
+        self.assertEqual(self.h.store.current_serial(), serial, "a 304 writes nothing")
+
+    def test_new_upstream_release_after_expiry(self) -> None:
+        """A release added upstream shows once the cached page expired."""
+        self.page()
+        self.up.add("requests", "3.0")
+        self.assertEqual(self.page().json()["versions"], ["1.0", "2.0"])
+        self.h.clock.advance(1801)
+        self.assertEqual(self.page().json()["versions"], ["1.0", "2.0", "3.0"])
+
+    def test_stale_when_upstream_fails(self) -> None:
+        """Upstream errors, garbage and timeouts serve the cached page marked stale."""
+        self.page()
+        for knob in ("status", "garbage", "hang"):
+            self.h.clock.advance(1801)
+            if knob == "status":
+                self.up.status["/simple/requests/"] = 500
+            elif knob == "garbage":
+                del self.up.status["/simple/requests/"]
+                self.up.body_override["/simple/requests/"] = b"\x00garbage{"
+            else:
+                del self.up.body_override["/simple/requests/"]
+                self.up.hang.add("/simple/requests/")
+            pending = self.h.treq.request("GET", "http://127.0.0.1:3141/root/pypi/+simple/requests/", headers=JSON)
+            self.h.flush()
+            self.h.clock.advance(6)
+            self.h.flush(pending)
+            response = self.successResultOf(pending)
+            self.assertEqual(response.code, 200, knob)
+            self.assertIn(b"no-cache", response.headers.getRawHeaders(b"Cache-Control")[0], knob)
+
+    def test_errors_without_cache(self) -> None:
+        """Without a cached page upstream failures are 502 with a message; unknown projects 404."""
+        self.up.status["/simple/requests/"] = 503
+        reply = self.page("/root/pypi/+simple/requests/", headers={"Accept": "application/json"})
+        self.assertEqual(reply.code, 502)
+        self.assertIn("503", reply.json()["message"])
+        self.assertEqual(self.page("/root/pypi/+simple/nothing/").code, 404)
+        asked = sum(self.up.requests.values())
+        self.assertEqual(self.page("/root/pypi/+simple/nothing/").code, 404)
+        self.assertEqual(sum(self.up.requests.values()), asked, "not-found answers are cached")
+        self.up.extra_names.append("slow")
+        self.h.clock.advance(1801)  # the project list is loaded again and names it
+        self.page("/root/pypi/+simple/other/")
+        self.up.hang.add("/simple/slow/")
+        pending = self.h.treq.request("GET", "http://127.0.0.1:3141/root/pypi/+simple/slow/", headers=JSON)
+        self.h.flush()
+        self.h.clock.advance(6)
+        self.h.flush(pending)
+        self.assertEqual(self.successResultOf(pending).code, 502)
+
+    def test_older_serial_is_an_error(self) -> None:
+        """An upstream answer with an older X-PYPI-LAST-SERIAL is not stored."""
+        self.page()
+        self.up.add("requests", "3.0")
+        self.up.serial = 5
+        self.h.clock.advance(1801)
+        reply = self.page()
+        self.assertEqual(reply.json()["versions"], ["1.0", "2.0"])
+        self.assertIn("no-cache", reply.header("Cache-Control"))
+        self.h.request("PATCH", "/root/pypi", ["mirror_ignore_serial_header=True"], user="root")
+        self.h.clock.advance(1801)
+        self.assertEqual(self.page().json()["versions"], ["1.0", "2.0", "3.0"])
+
+    def test_refresh(self) -> None:
+        """+simple/P/refresh fetches again at once and redirects."""
+        self.page()
+        self.up.add("requests", "3.0")
+        reply = self.h.request("POST", "/root/pypi/+simple/requests/refresh")
+        self.assertEqual(reply.code, 302)
+        self.assertEqual(self.up.requests["/simple/requests/"], 2)
+        self.assertEqual(self.page().json()["versions"], ["1.0", "2.0", "3.0"])
+
+    def test_project_lists(self) -> None:
+        """The mirror's +simple/ lists upstream names; a stage adds its own first."""
+        self.up.extra_names = ["zope-x", "Other_Name"]
+        names = [p["name"] for p in self.page("/root/pypi/+simple/").json()["projects"]]
+        self.assertEqual(sorted(names), ["other-name", "requests", "zope-x"])
+        self.h.create_user("alice")
+        self.h.request("PUT", "/alice/dev", {"bases": "root/pypi"}, user="alice")
+        self.h.upload("alice/dev", "alice", "mine", "1.0", make_wheel("mine", "1.0"))
+        html = self.page("/alice/dev/+simple/", headers=HTML).body
+        self.assertLess(html.index(b"mine/"), html.index(b"requests/"))
+
+    def test_project_and_version_json(self) -> None:
+        """Mirror project and version JSON are synthesised from the page (spec 5.5)."""
+        project = self.h.request("GET", "/root/pypi/requests").json()["result"]
+        self.assertEqual(sorted(project), ["1.0", "2.0"])
+        self.assertEqual(len(project["2.0"]["+links"]), 2)
+        version = self.h.request("GET", "/root/pypi/requests/1.0").json()["result"]
+        self.assertEqual(version["yanked"], "broken")
+        self.assertEqual(self.h.request("GET", "/root/pypi/requests/9.9").code, 404)
+
+    def test_credentials_hidden(self) -> None:
+        """Credentials in mirror_url go out as Basic auth and are never shown back."""
+        url = "http://user:s3cret@upstream.test/simple/"
+        self.h.request("PATCH", "/root/pypi", [f"mirror_url={url}"], user="root")
+        shown = self.h.request("GET", "/root/pypi").json()["result"]["mirror_url"]
+        self.assertEqual(shown, "http://user:****@upstream.test/simple/")
+        reply = self.page()
+        self.assertNotIn(b"s3cret", reply.body)
+        self.h.request("PATCH", "/root/pypi", ["title=x"], user="root")
+        stored = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.index("root/pypi"))))
+        self.assertEqual(stored["mirror_url"], url)
+
+
+class WhitelistTests(_MirrorBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.h.create_user("alice")
+        self.h.request("PUT", "/alice/dev", {"bases": "root/pypi"}, user="alice")
+
+    def test_private_name_blocks_mirror(self) -> None:
+        """A private project hides the mirror's releases and upstream is not asked (spec 3.6)."""
+        self.h.upload("alice/dev", "alice", "requests", "0.1", make_wheel("requests", "0.1"))
+        files = self.page("/alice/dev/+simple/requests/").json()["files"]
+        self.assertEqual([f["filename"] for f in files], ["requests-0.1-py3-none-any.whl"])
+        self.assertEqual(self.up.requests["/simple/requests/"], 0)
+        self.h.request("PATCH", "/alice/dev", ["mirror_whitelist=requests"], user="alice")
+        files = self.page("/alice/dev/+simple/requests/").json()["files"]
+        self.assertEqual(len(files), 4)
+        self.assertTrue(files[0]["url"].startswith("../../+f/"))
+        self.assertTrue(files[1]["url"].startswith("../../../../root/pypi/+f/"))
+
+    def test_mirror_releases_inherited(self) -> None:
+        """Without a private release the stage shows the mirror's files."""
+        body = self.page("/alice/dev/+simple/requests/").json()
+        self.assertEqual(body["versions"], ["1.0", "2.0"])
+
+
+class MirrorFileTests(_MirrorBase):
+    def test_download_once_then_from_disk(self) -> None:
+        """A file is fetched on first request, verified, kept, then served from disk."""
+        self.page()
+        path = self.file_path(self.wheel)
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.body, self.wheel.data)
+        again = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(again.body, self.wheel.data)
+        self.assertEqual(again.header("Cache-Control"), "max-age=365000000, immutable, public")
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 1)
+        entry = self.h.request("GET", path).json()["result"]
+        self.assertIn("last_modified", entry)
+
+    def test_concurrent_requests_one_download(self) -> None:
+        """Concurrent requests for an uncached file cause one upstream download."""
+        self.page()
+        url = "http://127.0.0.1:3141" + self.file_path(self.sdist)
+        pending = [self.h.treq.request("GET", url) for _ in range(4)]
+        for d in pending:
+            self.h.flush(d)
+        bodies = []
+        for d in pending:
+            response = self.successResultOf(d)
+            content = self.h.treq.content(response)
+            self.h.flush(content)
+            bodies.append(self.successResultOf(content))
+        self.assertEqual(bodies, [self.sdist.data] * 4)
+        self.assertEqual(self.up.requests[f"/files/{self.sdist.filename}"], 1)
+
+    def test_wrong_hash_not_served_nor_kept(self) -> None:
+        """A file whose hash does not match its link is an error and is not cached."""
+        self.up.lie.add(self.wheel.filename)
+        self.page()
+        lied = hashlib.sha256(b"lie" + self.wheel.data).hexdigest()
+        path = f"/root/pypi/+f/{lied[:3]}/{lied[3:16]}/{self.wheel.filename}"
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 502)
+        self.assertNotEqual(reply.body, self.wheel.data)
+        self.assertIn(b"mismatch", reply.body)
+        self.assertEqual([f for f in self.h.stored_files() if f.endswith(".whl")], [])
+        self.assertEqual(os.listdir(os.path.join(self.h.serverdir.files, ".tmp")), [])
+
+    def test_interrupted_download_leaves_nothing(self) -> None:
+        """A body cut short upstream is an error; the next request downloads it fine."""
+        self.page()
+        path = self.file_path(self.sdist)
+        self.up.drop_after[f"/files/{self.sdist.filename}"] = 10
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 502)
+        self.assertEqual([f for f in self.h.stored_files() if f.endswith(".tar.gz")], [])
+        del self.up.drop_after[f"/files/{self.sdist.filename}"]
+        self.assertEqual(self.h.request("GET", path, headers={"Accept": "*/*"}).body, self.sdist.data)
+
+    def test_upstream_404(self) -> None:
+        """A file gone upstream is a 404 naming the URL."""
+        self.page()
+        self.up.status[f"/files/{self.wheel.filename}"] = 404
+        reply = self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 404)
+        self.assertIn(b"error 404 getting", reply.body)
+
+    def test_unknown_path_loads_page(self) -> None:
+        """A file URL asked before its page (a lock file) loads the page first."""
+        reply = self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        self.assertEqual(reply.body, self.wheel.data)
+
+    def test_head_does_not_download(self) -> None:
+        """HEAD on an uncached file answers from metadata without a download (spec 12)."""
+        self.page()
+        reply = self.h.request("HEAD", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.header("Content-Length"), str(len(self.wheel.data)))
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 0)
+
+    def test_core_metadata(self) -> None:
+        """PEP 658 metadata is passed through from upstream, else taken from the cached wheel."""
+        self.page()
+        path = self.file_path(self.wheel) + ".metadata"
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(reply.body, self.wheel.metadata)
+        self.up.provide_metadata = False
+        self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertIn(b"Name: requests", reply.body)
+
+    def test_delete_mirror_project(self) -> None:
+        """Deleting a mirrored project drops its page and downloaded files."""
+        self.page()
+        self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        reply = self.h.request("DELETE", "/root/pypi/requests?force", user="root")
+        self.assertEqual(reply.code, 200, reply.body)
+        self.assertEqual([f for f in self.h.stored_files() if f.endswith(".whl")], [])
+
+
+class OfflineTests(_MirrorBase):
+    offline = True
+
+    def test_offline_never_contacts_upstream(self) -> None:
+        """In offline mode uncached projects are 404 and upstream gets no request."""
+        self.assertEqual(self.page().code, 404)
+        self.assertEqual(sum(self.up.requests.values()), 0)
