@@ -1,0 +1,187 @@
+"""
+File consistency check of a server directory, like C{devpi-fsck}: every
+file entry whose file was stored (it has C{last_modified}) must have its
+file under C{+files} with the recorded size and sha256.
+
+Missing files of private stages are errors, missing files of mirrors only
+warnings (a mirror fetches them again); a size or checksum mismatch is an
+error everywhere.  The exit status of the command is L{FsckReport.status}:
+0 without errors (warnings allowed), 1 with errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from devpi_tx import keys
+from devpi_tx.files import CHUNK
+from devpi_tx.interfaces import ITransaction
+from devpi_tx.serverdir import ServerDir
+from devpi_tx.store.sqlite import SQLiteStore, StorageError
+
+T = TypeVar("T")
+FATAL = "fatal: There have been errors during consistency check."
+
+
+def digest_file(
+    path: str, algorithms: Iterable[str] = ("sha256",), copy_to: str | None = None
+) -> tuple[dict[str, str], int]:
+    """
+    Stream C{path} through the named hashes, optionally copying it to
+    C{copy_to} (fsynced); returns C{(hex digests, size)}.
+    """
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    size = 0
+    out = open(copy_to, "wb") if copy_to is not None else None
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+                size += len(chunk)
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if out is not None:
+            out.close()
+    return {name: h.hexdigest() for name, h in hashers.items()}, size
+
+
+def run_now(deferred: Deferred[T]) -> T:
+    """
+    The result of a store call made with the inline runners, which has
+    fired already (the one-shot commands use the store synchronously).
+    """
+    box: list[Any] = []
+    deferred.addBoth(box.append)
+    assert box, "store call did not complete synchronously"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    result: T = box[0]
+    return result
+
+
+@dataclass
+class FsckReport:
+    """
+    What a check found.  C{lines} are the report lines in order, each with
+    its level (C{INFO}, C{WARNING} or C{ERROR}).
+    """
+
+    serial: int = -1
+    checked: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        """The exit status: 1 if there were errors, else 0."""
+        return 1 if self.errors else 0
+
+    def add(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+        if level == "ERROR":
+            self.errors.append(message)
+        elif level == "WARNING":
+            self.warnings.append(message)
+
+    def text(self) -> str:
+        """The report as printed by the command line."""
+        out = [f"{level:<7} {message}" for level, message in self.lines]
+        if self.errors:
+            out.append(FATAL)
+        return "\n".join(out) + "\n"
+
+
+def _check(tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport) -> None:
+    report.serial = tx.serial
+    report.add("INFO", f"Checking at serial {tx.serial}")
+    kinds: dict[str, str | None] = {}
+    missing = mirror_missing = 0
+    for key, entry in tx.items("f/"):
+        if not isinstance(entry, dict) or not entry.get("last_modified"):
+            continue
+        relpath = key[len("f/") :]
+        stage = "/".join(relpath.split("/", 2)[:2])
+        if stage not in kinds:
+            config = tx.get(keys.index(stage))
+            kinds[stage] = config.get("type") if isinstance(config, dict) else None
+        report.checked += 1
+        path = os.path.join(files_dir, relpath)
+        if not os.path.isfile(path):
+            if kinds[stage] == "mirror":
+                mirror_missing += 1
+                report.add("WARNING", f"Missing file {relpath}")
+            else:
+                missing += 1
+                report.add("ERROR", f"Missing file {relpath}")
+            continue
+        problem = _problem(path, entry, checksum)
+        if problem is None and entry.get("core_metadata"):
+            meta_path = os.path.join(files_dir, keys.metadata_relpath(relpath))
+            if not os.path.isfile(meta_path):
+                problem = "metadata file missing"
+            elif checksum:
+                got = digest_file(meta_path)[0]["sha256"]
+                if got != entry["core_metadata"].get("sha256"):
+                    problem = f"metadata sha256 mismatch, expected {entry['core_metadata'].get('sha256')}, got {got}"
+        if problem is not None:
+            report.add("ERROR", f"{relpath} - {problem}")
+    report.add("INFO", f"Finished with a total of {report.checked} files.")
+    if mirror_missing:
+        report.add("WARNING", f"A total of {mirror_missing} files are missing in mirrors.")
+    if missing:
+        report.add("ERROR", f"A total of {missing} files are missing.")
+
+
+def _problem(path: str, entry: dict[str, object], checksum: bool) -> str | None:
+    size = os.path.getsize(path)
+    expected_size = entry.get("size")
+    if isinstance(expected_size, int) and size != expected_size:
+        return f"size mismatch, expected {expected_size}, got {size}"
+    if not checksum:
+        return None
+    hashes = entry.get("hashes")
+    expected = dict(hashes) if isinstance(hashes, dict) else {}
+    spec = entry.get("hash_spec")
+    if isinstance(spec, str) and "=" in spec:
+        algo, _, value = spec.partition("=")
+        expected.setdefault(algo, value)
+    expected = {a: str(v).lower() for a, v in expected.items() if a in hashlib.algorithms_available}
+    if not expected:
+        return None
+    got = digest_file(path, expected)[0]
+    for algo in sorted(expected):
+        if got[algo] != expected[algo]:
+            return f"{algo} mismatch, expected {expected[algo]}, got {got[algo]}"
+    return None
+
+
+def fsck(serverdir: str, *, checksum: bool = True) -> FsckReport:
+    """
+    Check every stored file of the server directory against its entry in
+    one read snapshot; C{checksum=False} checks only existence and size.
+    """
+    sdir = ServerDir(serverdir)
+    if not sdir.is_initialised():
+        raise StorageError(f"{serverdir} contains no server data")
+    report = FsckReport()
+    report.add("INFO", f"serverdir: {sdir.path}")
+    report.add("INFO", f"uuid: {sdir.nodeinfo()['uuid']}")
+    store = SQLiteStore(sdir.database, sdir.files)
+    try:
+        run_now(store.read(lambda tx: _check(tx, sdir.files, checksum, report)))
+    finally:
+        store.close()
+    return report

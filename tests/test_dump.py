@@ -1,0 +1,402 @@
+"""
+Export and import (spec section 8): devpi_tx -> dump -> devpi_tx, devpi's
+own dumps into devpi_tx and ours into devpi-server 6.20.3, and damaged dumps.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from devpi_tx import keys
+from devpi_tx.dump import (
+    DumpError,
+    Progress,
+    export_dump,
+    import_dump,
+    order_indexes,
+    progress_printer,
+    version_of,
+)
+from devpi_tx.fsck import fsck
+from tests.devpi_server import DevpiServer, devpi_venv
+from tests.helpers import APIHarness, make_sdist, make_wheel, multipart, upload_fields
+
+BASE = "http://127.0.0.1:3141"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
+
+class _AtPath:
+    """A stand-in test case whose C{mktemp()} names an existing server directory."""
+
+    def __init__(self, case: SynchronousTestCase, path: str) -> None:
+        self._case = case
+        self._path = path
+
+    def mktemp(self) -> str:
+        return self._path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._case, name)
+
+
+def harness_at(case: SynchronousTestCase, path: str) -> APIHarness:
+    """Our in-memory API over the server directory at C{path}."""
+    return APIHarness(cast(SynchronousTestCase, _AtPath(case, path)))
+
+
+class HarnessClient:
+    """The calls of L{tests.devpi_server.DevpiServer}, answered by our in-memory API."""
+
+    url = BASE
+
+    def __init__(self, harness: APIHarness) -> None:
+        self.h = harness
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        user: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> tuple[int, bytes]:
+        headers = {"Accept": accept}
+        if raw is not None or body is not None:
+            headers["Content-Type"] = content_type
+        reply = self.h.request(method, path, body, headers=headers, user=user, raw=raw)
+        return reply.code, reply.body
+
+    async def login(self, user: str, password: str) -> None:
+        self.h.login(user, password)
+
+
+Client = HarnessClient | DevpiServer
+
+
+async def call_ok(client: Client, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    """A request that must succeed; its JSON C{result} (or C{None})."""
+    code, content = await client.call(method, path, body, **kw)
+    assert code in (200, 201), f"{method} {path}: {code} {content[:500]!r}"
+    if kw.get("accept", "application/json") != "application/json" or not content.strip().startswith(b"{"):
+        return None
+    return json.loads(content).get("result")
+
+
+def doc_zip(text: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("index.html", f"<html><body>{text}</body></html>")
+    return buf.getvalue()
+
+
+async def upload(client: Client, stage: str, user: str, name: str, version: str, archive: tuple[str, bytes], action: str = "file_upload") -> None:
+    body, ctype = multipart(upload_fields(name, version, action, summary=f"{name} summary"), [("content", *archive)])
+    await call_ok(client, "POST", f"/{stage}/", user=user, raw=body, content_type=ctype, accept="*/*")
+
+
+async def populate(client: Client, ours: bool) -> None:
+    """
+    Users, indexes (a bases cycle, a deleted base), uploads, a volatile
+    overwrite, docs, a tox result, a push and a registered-only version;
+    with C{ours} also a yanked version (devpi-server 6.20.3 cannot yank).
+    """
+    await client.login("root", "")
+    await call_ok(client, "PUT", "/alice", {"password": "alicepw", "email": "alice@example.org", "title": "Alice", "custom_data": {"k": [1, 2]}})
+    await call_ok(client, "PUT", "/bob", {"password": "bobpw", "description": "Bob's"})
+    await client.login("alice", "alicepw")
+    await client.login("bob", "bobpw")
+    await call_ok(client, "PATCH", "/alice", {"email": "alice@example.net"}, user="alice")
+    dev = {"bases": ["root/pypi"], "volatile": True, "title": "Development", "mirror_whitelist": ["hello-pkg"]}
+    await call_ok(client, "PUT", "/alice/dev", dev, user="alice")
+    await call_ok(client, "PUT", "/alice/prod", {"bases": ["alice/dev"], "volatile": False}, user="alice")
+    await call_ok(client, "PUT", "/bob/a", {"bases": []}, user="bob")
+    await call_ok(client, "PUT", "/bob/b", {"bases": ["bob/a"]}, user="bob")
+    await call_ok(client, "PATCH", "/bob/a", ["bases=bob/b"], user="bob")
+    await call_ok(client, "PUT", "/bob/base", {}, user="bob")
+    await call_ok(client, "PUT", "/bob/child", {"bases": ["bob/base"]}, user="bob")
+    await call_ok(client, "DELETE", "/bob/base", user="bob")
+    await upload(client, "alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0"))
+    await upload(client, "alice/dev", "alice", "hello-pkg", "1.0", make_sdist("hello-pkg", "1.0"))
+    await upload(client, "alice/dev", "alice", "hello.pkg", "2.0", make_sdist("hello.pkg", "2.0"))
+    await upload(client, "alice/dev", "alice", "hello-pkg", "1.1", make_sdist("hello-pkg", "1.1"))
+    await upload(client, "alice/dev", "alice", "hello-pkg", "1.1", make_sdist("hello-pkg", "1.1", extra="again"))
+    await upload(client, "alice/dev", "alice", "hello-pkg", "1.0", ("hello-pkg-1.0.doc.zip", doc_zip("docs")), "doc_upload")
+    await upload(client, "alice/dev", "alice", "hello-pkg", "3.0", ("x", b""), "submit")
+    await upload(client, "bob/a", "bob", "other", "0.1", make_wheel("other", "0.1"))
+    version = await call_ok(client, "GET", "/alice/dev/hello-pkg/1.0")
+    (sdist,) = [link["href"] for link in version["+links"] if link["href"].endswith(".tar.gz")]
+    await call_ok(client, "POST", sdist[len(client.url) :], {"testenvs": {"py": {"test": [{"retcode": 0}]}}}, accept="*/*")
+    push = {"name": "hello-pkg", "version": "1.0", "targetindex": "alice/prod"}
+    await call_ok(client, "POST", "/alice/dev", push, user="alice")
+    if ours:
+        await call_ok(client, "PATCH", "/alice/dev/hello-pkg/1.1", {"yanked": "broken"}, user="alice")
+
+
+async def snapshot(client: Client, simple: bool = False) -> dict[str, Any]:
+    """
+    What the API shows: users with their indexes, index views, per project
+    every version with its links (hrefs made relative), each linked file's
+    sha256 and file metadata; with C{simple} also the PEP 691 pages.
+    """
+    views: dict[str, Any] = {"users": await call_ok(client, "GET", "/")}
+    for user in sorted(views["users"]):
+        for index, config in sorted(views["users"][user].get("indexes", {}).items()):
+            stage = f"{user}/{index}"
+            if config.get("type") == "mirror":
+                continue
+            views[stage] = await call_ok(client, "GET", f"/{stage}")
+            for project in views[stage].get("projects", []):
+                pview = await call_ok(client, "GET", f"/{stage}/{project}?ignore_bases")
+                for vdata in pview.values():
+                    for link in vdata.get("+links", []):
+                        for key in ("href", "for_href"):
+                            if key in link:
+                                link[key] = link[key][len(client.url) :]
+                        code, content = await client.call("GET", link["href"], accept="*/*")
+                        assert code == 200, (link["href"], code)
+                        link["content_sha256"] = hashlib.sha256(content).hexdigest()
+                        link["meta"] = await call_ok(client, "GET", link["href"])
+                views[f"{stage}/{project}"] = pview
+                if simple:
+                    code, page = await client.call("GET", f"/{stage}/+simple/{project}/", accept=SIMPLE_JSON)
+                    views[f"{stage}/+simple/{project}"] = json.loads(page)
+    return views
+
+
+def run_sync(case: SynchronousTestCase, coroutine: Any) -> Any:
+    """Run a coroutine that never waits (our in-memory API) to its end."""
+    return case.successResultOf(Deferred.fromCoroutine(coroutine))
+
+
+def populated(case: SynchronousTestCase) -> APIHarness:
+    harness = APIHarness(case)
+    run_sync(case, populate(HarnessClient(harness), ours=True))
+    return harness
+
+
+def stored_file(harness: APIHarness, stage: str, basename: str) -> str:
+    """The path of a stored release file."""
+    (path,) = glob.glob(os.path.join(harness.serverdir.files, stage, "+f", "*", "*", basename))
+    return path
+
+
+def tree(path: str) -> dict[str, bytes]:
+    found = {}
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = f.read()
+    return found
+
+
+class RoundTripTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """Export and import keep users, passwords, indexes, versions, links, logs, files and times."""
+        source = populated(self)
+        dump = self.mktemp()
+        exported = export_dump(source.serverdir.path, dump)
+        target = self.mktemp()
+        imported = import_dump(target, dump)
+        copy = harness_at(self, target)
+        before = run_sync(self, snapshot(HarnessClient(source), simple=True))
+        after = run_sync(self, snapshot(HarnessClient(copy), simple=True))
+        self.assertEqual(after, before)
+        self.assertEqual(sorted(before["users"]), ["alice", "bob", "root"])
+        version = before["alice/dev/hello-pkg"]["1.0"]
+        self.assertEqual([link["rel"] for link in version["+links"]], ["releasefile", "releasefile", "doczip", "toxresult"])
+        self.assertEqual(before["alice/dev/hello-pkg"]["1.1"]["yanked"], "broken")
+        self.assertEqual(before["alice/dev/hello-pkg"]["1.1"]["+links"][0]["log"][0]["what"], "overwrite")
+        self.assertEqual(before["alice/dev/hello-pkg"]["2.0"]["name"], "hello.pkg")
+        pushed = before["alice/prod/hello-pkg"]["1.0"]["+links"][0]["log"]
+        self.assertEqual([e["what"] for e in pushed], ["upload", "push"])
+        self.assertEqual(before["bob/a"]["bases"], ["bob/b"])
+        self.assertEqual(before["bob/child"]["bases"], ["bob/base"])
+        self.assertEqual(tree(source.serverdir.files), tree(copy.serverdir.files))
+        copy.login("alice", "alicepw")
+        self.assertEqual((exported.users, exported.indexes, exported.files), (3, 6, 11))
+        self.assertEqual((imported.users, imported.indexes, imported.files), (3, 6, 11))
+        self.assertEqual(imported.bytes, exported.bytes)
+        self.assertTrue(any("bases cycle" in w for w in imported.warnings), imported.warnings)
+        self.assertTrue(any("bob/base" in w for w in imported.warnings), imported.warnings)
+        self.assertEqual(fsck(target).errors, [])
+
+    def test_dump_layout(self) -> None:
+        """The dump uses devpi's paths and keys (spec 8.2, 8.3)."""
+        source = populated(self)
+        dump = self.mktemp()
+        export_dump(source.serverdir.path, dump)
+        with open(os.path.join(dump, "dataindex.json")) as f:
+            data = json.load(f)
+        self.assertEqual(data["dumpversion"], "2")
+        self.assertNotIn("indexes", data["users"]["alice"])
+        self.assertTrue(data["users"]["alice"]["pwhash"].startswith("$argon2"))
+        self.assertEqual(data["indexes"]["root/pypi"], {"indexconfig": data["indexes"]["root/pypi"]["indexconfig"]})
+        dev = data["indexes"]["alice/dev"]
+        self.assertEqual(sorted(dev["projects"]), ["hello-pkg"])
+        self.assertNotIn("+elinks", dev["projects"]["hello-pkg"]["1.0"])
+        by_type = {d["type"]: d for d in dev["files"] if d["version"] == "1.0"}
+        self.assertEqual(by_type["doczip"]["relpath"], "alice/dev/hello-pkg-1.0.doc.zip")
+        sdist = next(d for d in dev["files"] if d["relpath"].endswith("hello-pkg-1.0.tar.gz"))
+        sdist_sha = sdist["entrymapping"]["hashes"]["sha256"]
+        tox = by_type["toxresult"]
+        self.assertTrue(tox["relpath"].startswith(f"alice/dev/hello-pkg/sha256={sdist_sha}/hello-pkg-1.0.tar.gz.toxresult-"))
+        self.assertEqual(tox["for_entrypath"], f"alice/dev/+f/{sdist_sha[:3]}/{sdist_sha[3:16]}/hello-pkg-1.0.tar.gz")
+        releases = sorted(d["relpath"] for d in dev["files"] if d["type"] == "releasefile" and d["version"] == "1.0")
+        self.assertEqual(releases, ["alice/dev/hello-pkg/1.0/hello-pkg-1.0.tar.gz", "alice/dev/hello-pkg/1.0/hello_pkg-1.0-py3-none-any.whl"])
+        mapping = by_type["doczip"]["entrymapping"]
+        self.assertEqual(sorted(mapping), ["hash_spec", "hashes", "last_modified", "project", "version"])
+        for desc in dev["files"]:
+            with open(os.path.join(dump, desc["relpath"]), "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), desc["entrymapping"]["hashes"]["sha256"])
+        self.assertFalse(os.path.exists(os.path.join(dump, "dataindex.json.partial")))
+
+    def test_hard_links(self) -> None:
+        """With hard links, the dump's files and the imported ones share the stored inodes."""
+        source = populated(self)
+        dump = self.mktemp()
+        export_dump(source.serverdir.path, dump, hard_links=True)
+        target = self.mktemp()
+        import_dump(target, dump, hard_links=True)
+        with open(os.path.join(dump, "dataindex.json")) as f:
+            files = json.load(f)["indexes"]["alice/dev"]["files"]
+        wheel = next(d for d in files if d["relpath"].endswith(".whl"))
+        sha = wheel["entrymapping"]["hashes"]["sha256"]
+        stored = f"alice/dev/+f/{sha[:3]}/{sha[3:16]}/hello_pkg-1.0-py3-none-any.whl"
+        inodes = {
+            os.stat(os.path.join(source.serverdir.files, stored)).st_ino,
+            os.stat(os.path.join(dump, wheel["relpath"])).st_ino,
+            os.stat(os.path.join(target, "+files", stored)).st_ino,
+        }
+        self.assertEqual(len(inodes), 1)
+        self.assertTrue(os.path.exists(os.path.join(target, "+files", stored + ".metadata")))
+
+    def test_mirrored_files(self) -> None:
+        """Cached mirror files are exported only on request, and come back with their URL."""
+        source = APIHarness(self)
+        data = make_sdist("cached", "1.0")[1]
+        sha = hashlib.sha256(data).hexdigest()
+        relpath = f"root/pypi/+f/{sha[:3]}/{sha[3:16]}/cached-1.0.tar.gz"
+        url = "https://files.example/cached-1.0.tar.gz"
+        os.makedirs(os.path.dirname(os.path.join(source.serverdir.files, relpath)))
+        with open(os.path.join(source.serverdir.files, relpath), "wb") as f:
+            f.write(data)
+        entry = {"url": url, "hashes": {"sha256": sha}, "hash_spec": f"sha256={sha}", "project": "cached",
+                 "version": "1.0", "size": len(data), "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT"}
+        uncached = dict(entry, url=url + "2")
+        del uncached["last_modified"]
+
+        def setup(tx: Any) -> None:
+            tx.set(keys.file(relpath), entry)
+            tx.set(keys.file("root/pypi/+f/000/0000000000000/cached-2.0.tar.gz"), uncached)
+            tx.set(keys.mirror("root/pypi", "cached"), {"project": "cached", "links": []})
+
+        self.successResultOf(source.store.write(setup))
+        plain = self.mktemp()
+        export_dump(source.serverdir.path, plain)
+        with open(os.path.join(plain, "dataindex.json")) as f:
+            self.assertNotIn("projects", json.load(f)["indexes"]["root/pypi"])
+        dump = self.mktemp()
+        stats = export_dump(source.serverdir.path, dump, include_mirrored_files=True)
+        self.assertEqual(stats.files, 1)
+        with open(os.path.join(dump, "dataindex.json")) as f:
+            pypi = json.load(f)["indexes"]["root/pypi"]
+        self.assertEqual(pypi["projects"], {"cached": {"1.0": {"name": "cached", "version": "1.0"}}})
+        (desc,) = pypi["files"]
+        self.assertEqual((desc["relpath"], desc["entrymapping"]["url"]), ("root/pypi/cached/1.0/cached-1.0.tar.gz", url))
+        target = self.mktemp()
+        import_dump(target, dump)
+        copy = harness_at(self, target)
+        got = self.successResultOf(copy.store.read(lambda tx: (tx.get(keys.file(relpath)), tx.items("m/"))))
+        self.assertEqual(got, (entry, []))
+        with open(os.path.join(target, "+files", relpath), "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_progress(self) -> None:
+        """Progress reports counts and bytes per phase; the printer draws a bar or plain lines."""
+        source = populated(self)
+        seen: list[Progress] = []
+        dump = self.mktemp()
+        stats = export_dump(source.serverdir.path, dump, progress=seen.append)
+        import_dump(self.mktemp(), dump, progress=seen.append)
+        finals = {p.phase: p for p in seen if p.done}
+        self.assertEqual(sorted(finals), ["export", "import", "verify"])
+        for final in finals.values():
+            self.assertEqual((final.files, final.bytes), (stats.files, stats.bytes))
+            self.assertEqual((final.total_files, final.total_bytes), (stats.files, stats.bytes))
+        plain = io.StringIO()
+        show = progress_printer(plain, every=2)
+        for p in seen:
+            show(p)
+        lines = plain.getvalue().splitlines()
+        self.assertIn(f"import: {stats.files}/{stats.files} files, {stats.bytes / 1e6:.1f}/{stats.bytes / 1e6:.1f} MB", lines)
+        self.assertTrue(all("\r" not in line for line in lines))
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        term = Terminal()
+        show = progress_printer(term)
+        for p in seen:
+            show(p)
+        self.assertIn("\r[" + "#" * 30 + "] import:", term.getvalue())
+        self.assertEqual(term.getvalue().count("\n"), 3)
+
+    def test_export_refuses(self) -> None:
+        """Export needs a server and an empty target; a missing stored file stops it before dataindex.json."""
+        source = populated(self)
+        with self.assertRaises(DumpError) as e:
+            export_dump(self.mktemp(), self.mktemp())
+        self.assertIn("contains no server data", str(e.exception))
+        full = self.mktemp()
+        os.makedirs(full)
+        open(os.path.join(full, "x"), "w").close()
+        with self.assertRaises(DumpError) as e:
+            export_dump(source.serverdir.path, full)
+        self.assertIn("must not exist or be empty", str(e.exception))
+        os.unlink(stored_file(source, "alice/dev", "hello-pkg-1.0.tar.gz"))
+        dump = self.mktemp()
+        with self.assertRaises(DumpError) as e:
+            export_dump(source.serverdir.path, dump)
+        self.assertIn("hello-pkg-1.0.tar.gz is missing", str(e.exception))
+        self.assertFalse(os.path.exists(os.path.join(dump, "dataindex.json")))
+
+    def test_export_checks_content(self) -> None:
+        """A stored file that no longer matches its hash stops the export."""
+        source = populated(self)
+        with open(stored_file(source, "alice/dev", "hello-pkg-1.0.tar.gz"), "ab") as f:
+            f.write(b"!")
+        with self.assertRaises(DumpError) as e:
+            export_dump(source.serverdir.path, self.mktemp())
+        self.assertIn("does not match its sha256", str(e.exception))
+
+    def test_order_indexes(self) -> None:
+        """Bases come first; cycles are broken and reported; unknown bases and self references are ignored."""
+        order, cycles = order_indexes({"u/c": ["u/b", "x/y"], "u/b": ["u/a"], "u/a": ["u/a"]})
+        self.assertEqual((order, cycles), (["u/a", "u/b", "u/c"], []))
+        order, cycles = order_indexes({"u/a": ["u/b"], "u/b": ["u/c"], "u/c": ["u/a"], "u/d": ["u/c"]})
+        self.assertEqual(sorted(order), ["u/a", "u/b", "u/c", "u/d"])
+        self.assertEqual(cycles, [["u/a", "u/b", "u/c", "u/a"]])
+        self.assertLess(order.index("u/c"), order.index("u/d"))
+
+    def test_version_of(self) -> None:
+        """Dump version 1 files get their version from the file name."""
+        self.assertEqual(version_of("a/b/hello_pkg-1.0-py3-none-any.whl"), "1.0")
+        self.assertEqual(version_of("hello-pkg-1.0.tar.gz"), "1.0")
+        self.assertEqual(version_of("hello-pkg-1.0.doc.zip"), "1.0")
+        self.assertEqual(version_of("hello-pkg-2.0b1.zip.toxresult-20260101000000-0"), "2.0b1")
+        self.assertEqual(version_of("README"), "")
