@@ -400,3 +400,289 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(version_of("hello-pkg-1.0.doc.zip"), "1.0")
         self.assertEqual(version_of("hello-pkg-2.0b1.zip.toxresult-20260101000000-0"), "2.0b1")
         self.assertEqual(version_of("README"), "")
+
+
+def write_dump(path: str, data: dict[str, Any], files: dict[str, bytes]) -> None:
+    for relpath, content in files.items():
+        os.makedirs(os.path.dirname(os.path.join(path, relpath)), exist_ok=True)
+        with open(os.path.join(path, relpath), "wb") as f:
+            f.write(content)
+    with open(os.path.join(path, "dataindex.json"), "w") as f:
+        json.dump(data, f)
+
+
+class CorruptDumpTests(SynchronousTestCase):
+    """A damaged dump is refused before anything is written, naming what is wrong."""
+
+    def setUp(self) -> None:
+        self.source = populated(self)
+        self.dump = self.mktemp()
+        export_dump(self.source.serverdir.path, self.dump)
+        with open(os.path.join(self.dump, "dataindex.json")) as f:
+            self.data = json.load(f)
+
+    def save(self) -> None:
+        with open(os.path.join(self.dump, "dataindex.json"), "w") as f:
+            json.dump(self.data, f)
+
+    def assert_refused(self, *fragments: str, **kw: Any) -> str:
+        """The import fails with all C{fragments} in its message; the target does not exist afterwards."""
+        target = self.mktemp()
+        with self.assertRaises(DumpError) as e:
+            import_dump(target, self.dump, **kw)
+        for fragment in fragments:
+            self.assertIn(fragment, str(e.exception))
+        self.assertFalse(os.path.exists(target))
+        return str(e.exception)
+
+    def dev_file(self, suffix: str) -> dict[str, Any]:
+        return next(d for d in self.data["indexes"]["alice/dev"]["files"] if d["relpath"].endswith(suffix))
+
+    def test_missing_file(self) -> None:
+        """A file the dump lists but lacks is named."""
+        os.unlink(os.path.join(self.dump, self.dev_file(".whl")["relpath"]))
+        self.assert_refused("index 'alice/dev': file alice/dev/hello-pkg/1.0/hello_pkg-1.0-py3-none-any.whl is missing")
+
+    def test_wrong_hash(self) -> None:
+        """A file whose content does not match its hash is named, with both hashes."""
+        desc = self.dev_file("hello-pkg-1.1.tar.gz")
+        with open(os.path.join(self.dump, desc["relpath"]), "ab") as f:
+            f.write(b"tampered")
+        self.assert_refused(desc["relpath"], "sha256 mismatch", desc["entrymapping"]["hashes"]["sha256"])
+        self.assert_refused(desc["relpath"], "sha256 mismatch", hard_links=True)
+
+    def test_bad_json(self) -> None:
+        """A dataindex.json that is not JSON is refused; so is a directory without one."""
+        with open(os.path.join(self.dump, "dataindex.json"), "a") as f:
+            f.write("}")
+        self.assert_refused("dataindex.json is not valid JSON")
+        os.unlink(os.path.join(self.dump, "dataindex.json"))
+        self.assert_refused("not a dump directory")
+
+    def test_unknown_user_keys(self) -> None:
+        """A user record with keys devpi does not know is refused."""
+        self.data["users"]["alice"]["shoe_size"] = 42
+        self.save()
+        self.assert_refused("user 'alice' has unknown keys: shoe_size")
+
+    def test_bad_names(self) -> None:
+        """User and index names are checked like on creation."""
+        self.data["users"]["al ice"] = self.data["users"].pop("alice")
+        self.save()
+        self.assert_refused("user 'al ice'", "aren't allowed")
+        self.data["users"]["alice"] = self.data["users"].pop("al ice")
+        self.data["indexes"]["alice/de:v"] = self.data["indexes"].pop("alice/dev")
+        self.save()
+        self.assert_refused("index 'alice/de:v'", "aren't allowed")
+
+    def test_index_of_unknown_user(self) -> None:
+        """An index whose user is not in the dump is refused."""
+        self.data["indexes"]["zed/dev"] = {"indexconfig": {"type": "stage"}}
+        self.save()
+        self.assert_refused("index 'zed/dev' belongs to user 'zed'")
+
+    def test_unknown_index_type(self) -> None:
+        """An unknown index type is refused unless it is skipped."""
+        self.data["indexes"]["alice/plugin"] = {"indexconfig": {"type": "weird"}, "projects": {}, "files": []}
+        self.save()
+        self.assert_refused("index 'alice/plugin' has unknown type 'weird'", "skip the import type 'weird'")
+        target = self.mktemp()
+        stats = import_dump(target, self.dump, skip_import_types=["weird"])
+        self.assertEqual(stats.skipped, ["alice/plugin"])
+        copy = harness_at(self, target)
+        self.assertEqual(copy.request("GET", "/alice/plugin").code, 404)
+        self.assertEqual(copy.request("GET", "/alice/dev").code, 200)
+
+    def test_bad_index_config(self) -> None:
+        """An index configuration that does not validate is named."""
+        self.data["indexes"]["alice/prod"]["indexconfig"]["volatile"] = "perhaps"
+        self.save()
+        self.assert_refused("index 'alice/prod'", "perhaps")
+
+    def test_dumpversion(self) -> None:
+        """Only dump versions 1 and 2 are read."""
+        self.data["dumpversion"] = "9"
+        self.save()
+        self.assert_refused("incompatible dumpversion: '9'")
+        del self.data["dumpversion"]
+        self.save()
+        self.assert_refused("incompatible dumpversion: None")
+
+    def test_files_of_unlisted_project(self) -> None:
+        """Every file description must be consumed: files of an unlisted project are refused."""
+        del self.data["indexes"]["bob/a"]["projects"]["other"]
+        self.save()
+        self.assert_refused("some files weren't imported", "bob/a/other/0.1/other-0.1-py3-none-any.whl")
+
+    def test_file_of_unlisted_version(self) -> None:
+        """A file of a version the projects do not list is refused."""
+        del self.data["indexes"]["alice/dev"]["projects"]["hello-pkg"]["1.1"]
+        self.save()
+        self.assert_refused("alice/dev/hello-pkg/1.1/hello-pkg-1.1.tar.gz", "version '1.1'")
+
+    def test_tox_result_without_release(self) -> None:
+        """A tox result whose release file is not in the dump is refused."""
+        files = self.data["indexes"]["alice/dev"]["files"]
+        files.remove(self.dev_file("hello-pkg-1.0.tar.gz"))
+        self.save()
+        self.assert_refused("toxresult-", "its release file hello-pkg-1.0.tar.gz is not in the dump")
+
+    def test_path_outside_dump(self) -> None:
+        """File paths must stay inside the dump."""
+        self.dev_file(".whl")["relpath"] = "../../etc/passwd"
+        self.save()
+        self.assert_refused("file ../../etc/passwd is not a path inside the dump")
+
+    def test_bases_cycle(self) -> None:
+        """Indexes that are each other's bases are imported as they are, with a warning, and the import ends."""
+        for name, base in (("x", "z"), ("y", "x"), ("z", "y")):
+            self.data["indexes"][f"bob/{name}"] = {"indexconfig": {"type": "stage", "bases": [f"bob/{base}"]}, "projects": []}
+        self.save()
+        target = self.mktemp()
+        stats = import_dump(target, self.dump)
+        self.assertIn("bases cycle bob/x -> bob/z -> bob/y -> bob/x: imported as it is", stats.warnings)
+        copy = harness_at(self, target)
+        self.assertEqual(copy.request("GET", "/bob/y").json()["result"]["bases"], ["bob/x"])
+        self.assertEqual(copy.request("GET", "/bob/x/+simple/", headers={"Accept": SIMPLE_JSON}).code, 200)
+
+    def test_target_not_new(self) -> None:
+        """A server directory with data is refused and left alone."""
+        before = tree(self.source.serverdir.path)
+        with self.assertRaises(DumpError) as e:
+            import_dump(self.source.serverdir.path, self.dump)
+        self.assertIn("already contains server data", str(e.exception))
+        self.assertEqual(tree(self.source.serverdir.path), before)
+
+    def test_failure_while_writing(self) -> None:
+        """A failure after the checks leaves the target as it was, and says so."""
+        victim = os.path.join(self.dump, self.dev_file("hello-pkg-1.1.tar.gz")["relpath"])
+
+        def spoil(progress: Progress) -> None:
+            if progress.phase == "import" and progress.files == 0:
+                with open(victim, "ab") as f:
+                    f.write(b"changed")
+
+        target = self.mktemp()
+        os.makedirs(target)
+        with self.assertRaises(DumpError) as e:
+            import_dump(target, self.dump, progress=spoil)
+        self.assertIn("hello-pkg-1.1.tar.gz changed while it was imported", str(e.exception))
+        self.assertIn(f"nothing was imported into {target}", str(e.exception))
+        self.assertEqual(os.listdir(target), [])
+
+    def test_root_options(self) -> None:
+        """A root password given to the import wins over the dump's; without root/pypi its bases warn."""
+        target = self.mktemp()
+        stats = import_dump(target, self.dump, root_passwd="newroot", root_pypi=False)
+        copy = harness_at(self, target)
+        copy.login("root", "newroot")
+        self.assertEqual(copy.request("GET", "/root/pypi").code, 404)
+        self.assertEqual(stats.skipped, ["root/pypi"])
+        self.assertIn("index alice/dev: bases not in the dump: root/pypi", stats.warnings)
+
+
+class OldDumpTests(SynchronousTestCase):
+    def test_old_formats(self) -> None:
+        """
+        Variants of old exporters are read: dump version 1 (no file
+        versions), md5 and hash_spec instead of hashes, no log, no
+        entrymapping, pypi_whitelist, plugin keys, users without times and
+        with salted hashes, C{"projects": []}, names that normalise alike,
+        and tox results carrying their release's hash.
+        """
+        wheel_name, wheel = make_wheel("hello-pkg", "1.0")
+        sdist_name, sdist = make_sdist("Hello.Pkg", "0.9")
+        sdist_sha = hashlib.sha256(sdist).hexdigest()
+        docs = doc_zip("old docs")
+        tox = b'{"testenvs": {}}'
+        stamp = "Wed, 01 Jan 2020 10:00:00 GMT"
+        log = [{"what": "upload", "who": "carol", "when": [2020, 1, 1, 10, 0, 0], "dst": "carol/old"}]
+        tox_path = f"carol/old/Hello.Pkg/sha256={sdist_sha}/{sdist_name}.toxresult-20200101100001-0"
+        data = {
+            "dumpversion": 1,
+            "uuid": "f" * 32,
+            "secret": "c2VjcmV0",
+            "users": {
+                "root": {"username": "root", "pwhash": hashlib.sha256(b"saltrootpw").hexdigest(), "pwsalt": "salt"},
+                "carol": {"username": "carol", "pwsalt": "pepper", "pwhash": hashlib.sha256(b"pepperpw").hexdigest(), "email": "c@example.org"},
+            },
+            "indexes": {
+                "carol/old": {
+                    "indexconfig": {"type": "stage", "bases": ["root/pypi"], "volatile": True, "acl_upload": ["carol"],
+                                    "pypi_whitelist": ["hello-pkg"], "uploadtrigger_jenkins": None, "plugin_key": "x"},
+                    "projects": {
+                        "hello-pkg": {"1.0": {"name": "hello-pkg", "version": "1.0", "summary": "s", "+doczip": "x"}},
+                        "Hello.Pkg": {"0.9": {"name": "Hello.Pkg", "summary": "old"}},
+                    },
+                    "files": [
+                        {"type": "releasefile", "projectname": "hello-pkg", "relpath": f"carol/old/hello-pkg/1.0/{wheel_name}",
+                         "entrymapping": {"md5": hashlib.md5(wheel).hexdigest(), "last_modified": stamp}},
+                        {"type": "releasefile", "projectname": "Hello.Pkg", "relpath": f"carol/old/Hello.Pkg/0.9/{sdist_name}",
+                         "entrymapping": {"hash_spec": f"sha256={sdist_sha}", "last_modified": stamp}, "log": log},
+                        {"type": "toxresult", "projectname": "Hello.Pkg", "relpath": tox_path,
+                         "for_entrypath": f"carol/old/+f/{sdist_sha[:3]}/{sdist_sha[3:16]}/{sdist_name}",
+                         "entrymapping": {"hashes": {"sha256": sdist_sha}, "last_modified": stamp}},
+                        {"type": "doczip", "projectname": "hello-pkg", "relpath": "carol/old/hello-pkg-1.0.doc.zip"},
+                    ],
+                },
+                "carol/empty": {"indexconfig": {"type": "stage", "bases": [], "volatile": False}, "projects": []},
+            },
+        }
+        dump = self.mktemp()
+        write_dump(dump, data, {
+            f"carol/old/hello-pkg/1.0/{wheel_name}": wheel,
+            f"carol/old/Hello.Pkg/0.9/{sdist_name}": sdist,
+            tox_path: tox,
+            "carol/old/hello-pkg-1.0.doc.zip": docs,
+        })
+        target = self.mktemp()
+        stats = import_dump(target, dump)
+        self.assertEqual((stats.users, stats.indexes, stats.projects, stats.versions, stats.files), (2, 2, 1, 2, 4))
+        self.assertTrue(any("plugin_key" in w for w in stats.warnings), stats.warnings)
+        h = harness_at(self, target)
+        h.login("carol", "pw")
+        h.login("root", "rootpw")
+        carol = h.request("GET", "/carol").json()["result"]
+        self.assertEqual(carol["created"], "1970-01-01T00:00:00Z")
+        config = carol["indexes"]["old"]
+        self.assertEqual(config["mirror_whitelist"], ["hello-pkg"])
+        self.assertNotIn("plugin_key", config)
+        self.assertNotIn("uploadtrigger_jenkins", config)
+        self.assertEqual(h.request("GET", "/carol/empty").json()["result"]["projects"], [])
+        project = h.request("GET", "/carol/old/hello-pkg").json()["result"]
+        self.assertEqual(sorted(project), ["0.9", "1.0"])
+        self.assertEqual(project["0.9"]["name"], "Hello.Pkg")
+        self.assertNotIn("+doczip", project["1.0"])
+        new = project["1.0"]["+links"]
+        self.assertEqual([link["rel"] for link in new], ["releasefile", "doczip"])
+        self.assertEqual(new[0]["log"][0]["who"], "<import>")
+        old = project["0.9"]["+links"]
+        self.assertEqual([link["rel"] for link in old], ["releasefile", "toxresult"])
+        self.assertEqual(old[0]["log"], log)
+        self.assertEqual(old[1]["for_href"], old[0]["href"])
+        self.assertTrue(old[1]["href"].endswith(f"{sdist_name}.toxresult-20200101100001-0"))
+        self.assertEqual(old[1]["hashes"], {"sha256": hashlib.sha256(tox).hexdigest()})
+        meta = h.request("GET", old[0]["href"][len(BASE) :]).json()["result"]
+        self.assertEqual(meta["last_modified"], stamp)
+        page = h.request("GET", "/carol/old/+simple/hello-pkg/", headers={"Accept": SIMPLE_JSON}).json()
+        times = {f["filename"]: f.get("upload-time") for f in page["files"]}
+        self.assertEqual(times[sdist_name], "2020-01-01T10:00:00.000000Z")
+        self.assertIn("core-metadata", next(f for f in page["files"] if f["filename"] == wheel_name))
+        download = h.request("GET", new[1]["href"][len(BASE) :], headers={"Accept": "*/*"})
+        self.assertEqual(download.body, docs)
+
+    def test_wrong_md5(self) -> None:
+        """An md5 from an old dump is checked too."""
+        name, data = make_sdist("pkg", "1.0")
+        dump = self.mktemp()
+        index = {
+            "indexconfig": {"type": "stage"},
+            "projects": {"pkg": {"1.0": {"name": "pkg", "version": "1.0"}}},
+            "files": [{"type": "releasefile", "projectname": "pkg", "version": "1.0", "relpath": f"u/i/pkg/1.0/{name}",
+                       "entrymapping": {"md5": "0" * 32}}],
+        }
+        write_dump(dump, {"dumpversion": "2", "users": {"u": {"pwhash": "x"}}, "indexes": {"u/i": index}},
+                   {f"u/i/pkg/1.0/{name}": data})
+        with self.assertRaises(DumpError) as e:
+            import_dump(self.mktemp(), dump)
+        self.assertIn(f"index 'u/i': file u/i/pkg/1.0/{name}: md5 mismatch, the dump lists {'0' * 32}", str(e.exception))
