@@ -189,6 +189,8 @@ class _Exporter:
 
     def run(self, tx: ITransaction) -> ExportStats:
         indexes = [(k[len("i/") :], c) for k, c in tx.items("i/")]
+        for cycle in order_indexes({stage: c.get("bases", []) for stage, c in indexes})[1]:
+            self.stats.warnings.append(f"bases cycle {' -> '.join(cycle)}: devpi-server cannot import it")
         total_files = total_bytes = 0
         for stage, config in indexes:
             for _, _, files in self._projects(tx, stage, config):
@@ -845,11 +847,11 @@ class _Writer:
                 record.setdefault("created", "1970-01-01T00:00:00Z")
                 tx.set(keys.user(name), record)
                 continue
-            if keep_root_password:
-                record.pop("pwhash", None)
-                record.pop("pwsalt", None)
-            current.update(record)
-            tx.set(keys.user(name), current)
+            # the dump's root record replaces the new one, except for a password given here
+            if keep_root_password or "pwhash" not in record:
+                record = {k: v for k, v in record.items() if k != "pwsalt"}
+                record["pwhash"] = current["pwhash"]
+            tx.set(keys.user(name), record)
 
     def _indexes(self, tx: ITransaction) -> None:
         for stage, config in self._plan.indexes:

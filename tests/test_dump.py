@@ -107,11 +107,12 @@ async def upload(client: Client, stage: str, user: str, name: str, version: str,
     await call_ok(client, "POST", f"/{stage}/", user=user, raw=body, content_type=ctype, accept="*/*")
 
 
-async def populate(client: Client, ours: bool) -> None:
+async def populate(client: Client, ours: bool, cycle: bool = True) -> None:
     """
-    Users, indexes (a bases cycle, a deleted base), uploads, a volatile
-    overwrite, docs, a tox result, a push and a registered-only version;
-    with C{ours} also a yanked version (devpi-server 6.20.3 cannot yank).
+    Users, indexes (a deleted base, a bases cycle unless not C{cycle}),
+    uploads, a volatile overwrite, docs, a tox result, a push and a
+    registered-only version; with C{ours} also a yanked version
+    (devpi-server 6.20.3 cannot yank).
     """
     await client.login("root", "")
     await call_ok(client, "PUT", "/alice", {"password": "alicepw", "email": "alice@example.org", "title": "Alice", "custom_data": {"k": [1, 2]}})
@@ -124,7 +125,8 @@ async def populate(client: Client, ours: bool) -> None:
     await call_ok(client, "PUT", "/alice/prod", {"bases": ["alice/dev"], "volatile": False}, user="alice")
     await call_ok(client, "PUT", "/bob/a", {"bases": []}, user="bob")
     await call_ok(client, "PUT", "/bob/b", {"bases": ["bob/a"]}, user="bob")
-    await call_ok(client, "PATCH", "/bob/a", ["bases=bob/b"], user="bob")
+    if cycle:
+        await call_ok(client, "PATCH", "/bob/a", ["bases=bob/b"], user="bob")
     await call_ok(client, "PUT", "/bob/base", {}, user="bob")
     await call_ok(client, "PUT", "/bob/child", {"bases": ["bob/base"]}, user="bob")
     await call_ok(client, "DELETE", "/bob/base", user="bob")
@@ -230,6 +232,7 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual((exported.users, exported.indexes, exported.files), (3, 6, 11))
         self.assertEqual((imported.users, imported.indexes, imported.files), (3, 6, 11))
         self.assertEqual(imported.bytes, exported.bytes)
+        self.assertEqual(exported.warnings, ["bases cycle bob/a -> bob/b -> bob/a: devpi-server cannot import it"])
         self.assertTrue(any("bases cycle" in w for w in imported.warnings), imported.warnings)
         self.assertTrue(any("bob/base" in w for w in imported.warnings), imported.warnings)
         self.assertEqual(fsck(target).errors, [])
@@ -686,3 +689,78 @@ class OldDumpTests(SynchronousTestCase):
         with self.assertRaises(DumpError) as e:
             import_dump(self.mktemp(), dump)
         self.assertIn(f"index 'u/i': file u/i/pkg/1.0/{name}: md5 mismatch, the dump lists {'0' * 32}", str(e.exception))
+
+
+def comparable(views: dict[str, Any]) -> dict[str, Any]:
+    """
+    What both servers must show alike: links in any order (devpi-import
+    adds them by kind), no empty link list (devpi leaves it out), and
+    overwrite log entries without time (ours have none, devpi-import stamps
+    the time of the import on them).
+    """
+    result = json.loads(json.dumps(views))
+    for key, view in result.items():
+        if key.count("/") != 2:
+            continue
+        for vdata in view.values():
+            vdata["+links"] = sorted(vdata.get("+links", []), key=lambda link: link["href"])
+            if not vdata["+links"]:
+                del vdata["+links"]
+            for link in vdata.get("+links", []):
+                for entry in link["log"]:
+                    if entry["what"] == "overwrite":
+                        entry.pop("when", None)
+    return result
+
+
+class DevpiInteropTests(TestCase):
+    """Dumps of devpi-server 6.20.3 import into devpi_tx, and ours into devpi-server."""
+
+    timeout = 600
+
+    async def devpi(self) -> DevpiServer:
+        server = DevpiServer(await devpi_venv(), os.path.abspath(self.mktemp()))
+        self.addCleanup(server.stop)
+        return server
+
+    async def test_devpi_dump_imports(self) -> None:
+        """A devpi-export dump imports into devpi_tx and shows the same through the API."""
+        server = await self.devpi()
+        await server.command("devpi-init")
+        await server.start()
+        await populate(server, ours=False)
+        before = await snapshot(server)
+        await server.stop()
+        dump = os.path.abspath(self.mktemp())
+        await server.command("devpi-export", dump)
+        target = self.mktemp()
+        stats = import_dump(target, dump)
+        ours = harness_at(self, target)
+        after = await snapshot(HarnessClient(ours))
+        self.assertEqual(comparable(after), comparable(before))
+        self.assertEqual(sorted(before["users"]), ["alice", "bob", "root"])
+        self.assertEqual(sorted(before["alice/dev/hello-pkg"]), ["1.0", "1.1", "2.0", "3.0"])
+        self.assertEqual(before["bob/a"]["bases"], ["bob/b"])
+        self.assertEqual(before["bob/child"]["bases"], ["bob/base"])
+        self.assertEqual((stats.users, stats.indexes, stats.files), (3, 6, 11))
+        self.assertIn("bases cycle bob/a -> bob/b -> bob/a: imported as it is", stats.warnings)
+        ours.login("alice", "alicepw")
+        self.assertEqual(fsck(target).status, 0)
+
+    async def test_our_dump_imports_into_devpi(self) -> None:
+        """Our dump imports with devpi-import, and devpi-server then shows what we showed."""
+        source = APIHarness(self)
+        await populate(HarnessClient(source), ours=True, cycle=False)
+        before = await snapshot(HarnessClient(source))
+        dump = os.path.abspath(self.mktemp())
+        export_dump(source.serverdir.path, dump)
+        server = await self.devpi()
+        await server.command("devpi-import", "--no-events", dump)
+        await server.start()
+        after = await snapshot(server)
+        await server.login("alice", "alicepw")
+        await server.stop()
+        self.assertEqual(comparable(after), comparable(before))
+        self.assertEqual(sorted(after["users"]), ["alice", "bob", "root"])
+        self.assertEqual(after["alice/dev/hello-pkg"]["1.1"]["yanked"], "broken")
+        self.assertEqual(len(after["alice/prod/hello-pkg"]["1.0"]["+links"]), 4)
