@@ -200,16 +200,20 @@ class _Exporter:
         users = {k[len("u/") :]: {"username": k[len("u/") :], **v} for k, v in tx.items("u/")}
         self.stats.users = len(users)
         partial = os.path.join(self._dumpdir, DATAINDEX + ".partial")
-        with open(partial, "w") as out:
-            head = {"dumpversion": DUMPVERSION, "pythonversion": list(sys.version_info), "devpi_tx": __version__}
-            out.write(json.dumps(head, indent=1)[:-2] + ',\n "users": ' + json.dumps(users, indent=1))
-            out.write(',\n "indexes": {')
-            for number, (stage, config) in enumerate(indexes):
-                out.write(("," if number else "") + "\n  " + json.dumps(stage) + ": ")
-                self._write_index(out, tx, stage, config)
-            out.write("\n }\n}\n")
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(partial, "w") as out:
+                head = {"dumpversion": DUMPVERSION, "pythonversion": list(sys.version_info), "devpi_tx": __version__}
+                out.write(json.dumps(head, indent=1)[:-2] + ',\n "users": ' + json.dumps(users, indent=1))
+                out.write(',\n "indexes": {')
+                for number, (stage, config) in enumerate(indexes):
+                    out.write(("," if number else "") + "\n  " + json.dumps(stage) + ": ")
+                    self._write_index(out, tx, stage, config)
+                out.write("\n }\n}\n")
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(partial)
+            raise
         os.replace(partial, os.path.join(self._dumpdir, DATAINDEX))
         self._meter.finish()
         return self.stats
@@ -315,7 +319,7 @@ class _Exporter:
                 version = entry.get("version") or version_of(relpath)
                 versions.setdefault(version, {"name": entry["project"], "version": version})
                 basename = relpath.rsplit("/", 1)[1]
-                desc = {
+                desc: dict[str, Any] = {
                     "type": "releasefile",
                     "projectname": project,
                     "version": version,
@@ -586,6 +590,8 @@ class _Reader:
         if not isinstance(config, dict):
             raise DumpError(f"index {stage!r} has no indexconfig")
         ixtype = config.get("type")
+        if not isinstance(ixtype, str):
+            raise DumpError(f"index {stage!r} has no type")
         if ixtype in self._skip or (stage == "root/pypi" and not self._root_pypi):
             self.stats.skipped.append(stage)
             return None
@@ -601,7 +607,8 @@ class _Reader:
             config.setdefault("mirror_whitelist", config.pop("pypi_whitelist"))
         allowed = set(COMMON_KEYS) | set(STAGE_DEFAULT_KEYS)
         if ixtype == "mirror":
-            allowed |= set(MIRROR_KEYS)
+            # stage keys of old mirrors that validation drops quietly
+            allowed = set(COMMON_KEYS) | set(MIRROR_KEYS) | {"acl_toxresult_upload", "bases", "acl_upload", "mirror_whitelist"}
         unknown = sorted(set(config) - allowed)
         if unknown:
             self.stats.warnings.append(f"index {stage}: left out unknown keys {', '.join(unknown)}")
@@ -640,17 +647,17 @@ class _Reader:
         files = index.get("files") or []
         if not isinstance(files, list):
             raise DumpError(f"index {stage!r}: its files are not a list")
-        orphans = []
+        orphans: list[str] = []
         for desc in files:
             norm, item = self._file(stage, desc, mirror, dumpversion)
-            project = merged.get(norm)
-            if project is None:
+            owner = merged.get(norm)
+            if owner is None:
                 orphans.append(item.where)
                 continue
-            item.version = project.aliases.get(item.version, item.version)
-            if item.version not in project.versions:
+            item.version = owner.aliases.get(item.version, item.version)
+            if item.version not in owner.versions:
                 raise DumpError(f"{item.where}: version {item.version!r} of {norm!r} is not in the dump's projects")
-            project.files.append(item)
+            owner.files.append(item)
         if orphans:
             raise DumpError(f"some files weren't imported, their projects are not in the dump: {'; '.join(orphans)}")
         return list(merged.values())

@@ -153,7 +153,7 @@ class DevpiServer:
         accept: str = "application/json",
     ) -> tuple[int, bytes]:
         """One request; C{(status, body)}.  C{user} must have logged in with L{login}."""
-        headers = {"Accept": [accept]}
+        headers: dict[bytes | str, list[bytes | str]] = {"Accept": [accept]}
         if user is not None:
             headers["X-Devpi-Auth"] = [basic(user, self.tokens[user])]
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)

@@ -10,9 +10,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import zipfile
-from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -195,13 +193,22 @@ def stored_file(harness: APIHarness, stage: str, basename: str) -> str:
     return path
 
 
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def tree(path: str) -> dict[str, bytes]:
     found = {}
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
             full = os.path.join(dirpath, name)
-            with open(full, "rb") as f:
-                found[os.path.relpath(full, path)] = f.read()
+            found[os.path.relpath(full, path)] = read_bytes(full)
     return found
 
 
@@ -310,13 +317,11 @@ class RoundTripTests(SynchronousTestCase):
         self.successResultOf(source.store.write(setup))
         plain = self.mktemp()
         export_dump(source.serverdir.path, plain)
-        with open(os.path.join(plain, "dataindex.json")) as f:
-            self.assertNotIn("projects", json.load(f)["indexes"]["root/pypi"])
+        self.assertNotIn("projects", read_json(os.path.join(plain, "dataindex.json"))["indexes"]["root/pypi"])
         dump = self.mktemp()
         stats = export_dump(source.serverdir.path, dump, include_mirrored_files=True)
         self.assertEqual(stats.files, 1)
-        with open(os.path.join(dump, "dataindex.json")) as f:
-            pypi = json.load(f)["indexes"]["root/pypi"]
+        pypi = read_json(os.path.join(dump, "dataindex.json"))["indexes"]["root/pypi"]
         self.assertEqual(pypi["projects"], {"cached": {"1.0": {"name": "cached", "version": "1.0"}}})
         (desc,) = pypi["files"]
         self.assertEqual((desc["relpath"], desc["entrymapping"]["url"]), ("root/pypi/cached/1.0/cached-1.0.tar.gz", url))
@@ -325,8 +330,7 @@ class RoundTripTests(SynchronousTestCase):
         copy = harness_at(self, target)
         got = self.successResultOf(copy.store.read(lambda tx: (tx.get(keys.file(relpath)), tx.items("m/"))))
         self.assertEqual(got, (entry, []))
-        with open(os.path.join(target, "+files", relpath), "rb") as f:
-            self.assertEqual(f.read(), data)
+        self.assertEqual(read_bytes(os.path.join(target, "+files", relpath)), data)
 
     def test_progress(self) -> None:
         """Progress reports counts and bytes per phase; the printer draws a bar or plain lines."""
@@ -698,7 +702,7 @@ def comparable(views: dict[str, Any]) -> dict[str, Any]:
     overwrite log entries without time (ours have none, devpi-import stamps
     the time of the import on them).
     """
-    result = json.loads(json.dumps(views))
+    result: dict[str, Any] = json.loads(json.dumps(views))
     for key, view in result.items():
         if key.count("/") != 2:
             continue
