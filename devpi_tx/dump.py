@@ -187,6 +187,11 @@ class _Exporter:
         self._progress = progress
         self.stats = ExportStats()
 
+    def _warn(self, message: str) -> None:
+        # the projects are walked more than once
+        if message not in self.stats.warnings:
+            self.stats.warnings.append(message)
+
     def run(self, tx: ITransaction) -> ExportStats:
         indexes = [(k[len("i/") :], c) for k, c in tx.items("i/")]
         for cycle in order_indexes({stage: c.get("bases", []) for stage, c in indexes})[1]:
@@ -290,7 +295,7 @@ class _Exporter:
         else:
             release = by_path.get(link.get("for_entrypath", ""))
             if release is None:
-                self.stats.warnings.append(f"{stage}: tox result {entrypath} without its release file, not exported")
+                self._warn(f"{stage}: tox result {entrypath} without its release file, not exported")
                 return None
             desc["relpath"] = f"{stage}/{project}/{release['hash_spec']}/{basename}"
             desc["for_entrypath"] = release["entrypath"]
@@ -309,7 +314,7 @@ class _Exporter:
             if not entry.get("last_modified"):
                 continue
             if not entry.get("project") or not (entry.get("version") or version_of(relpath)):
-                self.stats.warnings.append(f"{stage}: {relpath} has no project or version, not exported")
+                self._warn(f"{stage}: {relpath} has no project or version, not exported")
                 continue
             grouped.setdefault(normalize_name(entry["project"]), []).append((relpath, entry))
         for project in sorted(grouped):

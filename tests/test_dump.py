@@ -10,7 +10,9 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
 import zipfile
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -20,6 +22,7 @@ from devpi_tx import keys
 from devpi_tx.dump import (
     DumpError,
     Progress,
+    _link,
     export_dump,
     import_dump,
     order_indexes,
@@ -410,6 +413,7 @@ class RoundTripTests(SynchronousTestCase):
 
 
 def write_dump(path: str, data: dict[str, Any], files: dict[str, bytes]) -> None:
+    os.makedirs(path, exist_ok=True)
     for relpath, content in files.items():
         os.makedirs(os.path.dirname(os.path.join(path, relpath)), exist_ok=True)
         with open(os.path.join(path, relpath), "wb") as f:
@@ -694,6 +698,275 @@ class OldDumpTests(SynchronousTestCase):
             import_dump(self.mktemp(), dump)
         self.assertIn(f"index 'u/i': file u/i/pkg/1.0/{name}: md5 mismatch, the dump lists {'0' * 32}", str(e.exception))
 
+
+
+def minimal_dump() -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A small valid dump: a stage with a release, its tox result and docs, and a mirror with a cached file."""
+    sdist = make_sdist("pkg", "1.0")[1]
+    sha = hashlib.sha256(sdist).hexdigest()
+    tox_path = f"u/i/pkg/sha256={sha}/pkg-1.0.tar.gz.toxresult-20200101000000-0"
+    files = {"u/i/pkg/1.0/pkg-1.0.tar.gz": sdist, tox_path: b"{}", "u/i/pkg-1.0.doc.zip": doc_zip("d"), "u/m/m/1.0/m-1.0.tar.gz": b"m"}
+    stage = {
+        "indexconfig": {"type": "stage"},
+        "projects": {"pkg": {"1.0": {"name": "pkg", "version": "1.0"}}},
+        "files": [
+            {"type": "releasefile", "projectname": "pkg", "version": "1.0", "relpath": "u/i/pkg/1.0/pkg-1.0.tar.gz",
+             "entrymapping": {"hashes": {"sha256": sha}}},
+            {"type": "toxresult", "projectname": "pkg", "version": "1.0", "relpath": tox_path,
+             "for_entrypath": f"u/i/+f/{sha[:3]}/{sha[3:16]}/pkg-1.0.tar.gz"},
+            {"type": "doczip", "projectname": "pkg", "version": "1.0", "relpath": "u/i/pkg-1.0.doc.zip"},
+        ],
+    }
+    mirror = {
+        "indexconfig": {"type": "mirror", "mirror_url": "https://mirror.example/simple/", "mirror_whitelist_inheritance": "union"},
+        "projects": {"m": {"1.0": {"name": "m", "version": "1.0"}}},
+        "files": [{"type": "releasefile", "projectname": "m", "version": "1.0", "relpath": "u/m/m/1.0/m-1.0.tar.gz",
+                   "entrymapping": {"url": "https://files.example/m-1.0.tar.gz"}}],
+    }
+    return {"dumpversion": "2", "users": {"u": {"pwhash": "x"}}, "indexes": {"u/i": stage, "u/m": mirror}}, files
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    """A change to a minimal dump: the item at C{path} (keys joined by C{|}, list positions as numbers) becomes C{value}."""
+
+    def change(data: dict[str, Any], files: dict[str, bytes]) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split("|")]
+        target: Any = data
+        for key in parents:
+            target = target[key]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value
+
+    return change
+
+
+_DELETE = object()
+_I = "indexes|u/i"
+_M = "indexes|u/m"
+
+
+def _unversioned(data: dict[str, Any], files: dict[str, bytes]) -> None:
+    files["u/i/pkg/1.0/pkg.tar.gz"] = b"x"
+    data["indexes"]["u/i"]["files"][0].update(relpath="u/i/pkg/1.0/pkg.tar.gz", version="")
+
+
+def _same_file_twice(data: dict[str, Any], files: dict[str, bytes]) -> None:
+    data["indexes"]["u/i"]["projects"]["pkg"]["1.1"] = {"name": "pkg", "version": "1.1"}
+    data["indexes"]["u/i"]["files"].append(dict(data["indexes"]["u/i"]["files"][0], version="1.1"))
+
+
+MALFORMED = [
+    (_set("users", []), "'users' must be an object"),
+    (_set("indexes", []), "'indexes' must be an object"),
+    (_set("users|u", "x"), "user 'u': the record is not an object"),
+    (_set("users|u|pwhash", 5), "user 'u': its pwhash is not a string"),
+    (_set(_I, {}), "index 'u/i' has no indexconfig"),
+    (_set(f"{_I}|indexconfig|type", _DELETE), "index 'u/i' has no type"),
+    (_set(f"{_I}|projects", "x"), "index 'u/i': its projects are not an object"),
+    (_set(f"{_I}|projects|pkg", "x"), "the versions of 'pkg' are not an object"),
+    (_set(f"{_I}|files", "x"), "index 'u/i': its files are not a list"),
+    (_set(f"{_I}|projects|pkg|1.0", "x"), "index 'u/i': pkg 1.0: the metadata is not an object"),
+    (_set(f"{_I}|projects|pkg|1.0|name", 5), "pkg 1.0: name and version must be strings"),
+    (_set(f"{_I}|projects|pkg|1.0|version", "1/0"), "pkg 1.0: invalid version '1/0'"),
+    (_set(f"{_I}|files|0", {"type": "releasefile"}), "index 'u/i': a file without relpath"),
+    (_set(f"{_I}|files|0|type", "wheel"), "pkg-1.0.tar.gz has type 'wheel', which a stage cannot hold"),
+    (_set(f"{_M}|files|0|type", "doczip"), "m-1.0.tar.gz has type 'doczip', which a mirror cannot hold"),
+    (_set(f"{_I}|files|0|projectname", ""), "pkg-1.0.tar.gz has no projectname"),
+    (_unversioned, "file u/i/pkg/1.0/pkg.tar.gz has no version"),
+    (_set(f"{_I}|files|0|entrymapping", "x"), "pkg-1.0.tar.gz: its entrymapping is not an object"),
+    (_set(f"{_I}|files|0|entrymapping|hashes", "x"), "pkg-1.0.tar.gz: its hashes are not an object"),
+    (_set(f"{_I}|files|0|entrymapping|hash_spec", "sha256=" + "0" * 64), "pkg-1.0.tar.gz: its hash_spec and hashes disagree"),
+    (_set(f"{_I}|files|0|entrymapping|hashes", {"whirl": "00"}), "pkg-1.0.tar.gz: unknown hash type 'whirl'"),
+    (_set(f"{_I}|files|1|for_entrypath", _DELETE), "toxresult-20200101000000-0 has no for_entrypath"),
+    (_set(f"{_M}|files|0|entrymapping", {}), "m-1.0.tar.gz has no url in its entrymapping"),
+    (_set(f"{_I}|files|0|log", "x"), "pkg-1.0.tar.gz: its log is not a list"),
+    (_same_file_twice, "would both be stored at u/i/+f/"),
+]
+
+
+class MalformedDumpTests(SynchronousTestCase):
+    def write(self, change: Callable[[dict[str, Any], dict[str, bytes]], None] | None = None) -> str:
+        data, files = minimal_dump()
+        if change is not None:
+            change(data, files)
+        path: str = self.mktemp()
+        write_dump(path, data, files)
+        return path
+
+    def test_minimal(self) -> None:
+        """The minimal dump imports: its mirror keeps the file with its URL, unknown mirror keys are left out."""
+        target = self.mktemp()
+        stats = import_dump(target, self.write())
+        self.assertEqual((stats.indexes, stats.files), (2, 4))
+        self.assertIn("index u/m: left out unknown keys mirror_whitelist_inheritance", stats.warnings)
+        h = harness_at(self, target)
+        entry = self.successResultOf(h.store.read(lambda tx: tx.get(keys.file(f"u/m/+f/{hashlib.sha256(b'm').hexdigest()[:3]}/"
+                                                                         f"{hashlib.sha256(b'm').hexdigest()[3:16]}/m-1.0.tar.gz"))))
+        self.assertEqual(entry["url"], "https://files.example/m-1.0.tar.gz")
+
+    def test_malformed(self) -> None:
+        """Each malformed part of a dump is refused with a message that names it."""
+        for change, fragment in MALFORMED:
+            target = self.mktemp()
+            with self.assertRaises(DumpError, msg=fragment) as e:
+                import_dump(target, self.write(change))
+            self.assertIn(fragment, str(e.exception))
+            self.assertFalse(os.path.exists(target))
+
+    def test_not_an_object(self) -> None:
+        """A dataindex.json that holds no object is refused."""
+        path = self.mktemp()
+        write_dump(path, [], {})  # type: ignore[arg-type]
+        with self.assertRaises(DumpError) as e:
+            import_dump(self.mktemp(), path)
+        self.assertIn("dataindex.json does not hold a JSON object", str(e.exception))
+
+    def test_unusual_but_valid(self) -> None:
+        """Odd tox result names get a new one, an older doc zip of a version is dropped, a bad date becomes now."""
+
+        def change(data: dict[str, Any], files: dict[str, bytes]) -> None:
+            stage = data["indexes"]["u/i"]
+            files["u/i/pkg/result.json"] = b"{}"
+            files["u/i/older.doc.zip"] = doc_zip("older")
+            stage["files"][1]["relpath"] = "u/i/pkg/result.json"
+            stage["files"][0]["entrymapping"]["last_modified"] = "not a date"
+            stage["files"].insert(2, {"type": "doczip", "projectname": "pkg", "version": "1.0", "relpath": "u/i/older.doc.zip"})
+
+        target = self.mktemp()
+        stats = import_dump(target, self.write(change))
+        self.assertIn("index 'u/i': file u/i/older.doc.zip: an older doc zip of the version, left out", stats.warnings)
+        links = harness_at(self, target).request("GET", "/u/i/pkg/1.0").json()["result"]["+links"]
+        self.assertEqual([link["rel"] for link in links], ["releasefile", "toxresult", "doczip"])
+        self.assertRegex(links[1]["href"], r"pkg-1\.0\.tar\.gz\.toxresult-\d{14}-\d$")
+
+    def test_target_checks(self) -> None:
+        """The target must be a directory without server data and without stored files."""
+        dump = self.write()
+        plain = self.mktemp()
+        open(plain, "w").close()
+        with self.assertRaises(DumpError) as e:
+            import_dump(plain, dump)
+        self.assertIn("is not a directory", str(e.exception))
+        used = self.mktemp()
+        os.makedirs(os.path.join(used, "+files", "x"))
+        with self.assertRaises(DumpError) as e:
+            import_dump(used, dump)
+        self.assertIn("+files is not empty", str(e.exception))
+
+    def test_failure_at_the_end(self) -> None:
+        """A failure after the move into place takes the moved parts out again; an interrupt is passed on."""
+        dump = self.write()
+
+        def fail(error: BaseException) -> Callable[[Progress], None]:
+            def progress(p: Progress) -> None:
+                if p.phase == "import" and p.done:
+                    raise error
+
+            return progress
+
+        target = self.mktemp()
+        with self.assertRaises(DumpError) as e:
+            import_dump(target, dump, progress=fail(RuntimeError("disk on fire")))
+        self.assertIn("RuntimeError: disk on fire; nothing was imported into", str(e.exception))
+        self.assertFalse(os.path.exists(target))
+        os.makedirs(target)
+        with self.assertRaises(KeyboardInterrupt):
+            import_dump(target, dump, progress=fail(KeyboardInterrupt()))
+        self.assertEqual(os.listdir(target), [])
+
+
+class ExportEdgeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = APIHarness(self)
+        self.h.login("root", "")
+        self.h.create_user("alice", "pw")
+        self.assertEqual(self.h.request("PUT", "/alice/dev", {}, user="alice").code, 200)
+        self.assertEqual(self.h.upload("alice/dev", "alice", "pkg", "1.0", make_sdist("pkg", "1.0")).code, 200)
+        href = self.h.request("GET", "/alice/dev/pkg/1.0").json()["result"]["+links"][0]["href"]
+        self.assertEqual(self.h.request("POST", href[len(BASE) :], {"testenvs": {}}).code, 200)
+
+    def change_version(self, change: Callable[[dict[str, Any]], None]) -> None:
+        def write(tx: Any) -> None:
+            record = tx.get(keys.version("alice/dev", "pkg", "1.0"))
+            change(record)
+            tx.set(keys.version("alice/dev", "pkg", "1.0"), record)
+
+        self.successResultOf(self.h.store.write(write))
+
+    def test_not_our_schema(self) -> None:
+        """A database of another schema version is refused."""
+        conn = sqlite3.connect(self.h.serverdir.database)
+        conn.execute("PRAGMA user_version=99")
+        conn.close()
+        with self.assertRaises(DumpError) as e:
+            export_dump(self.h.serverdir.path, self.mktemp())
+        self.assertIn("is not a devpi_tx database", str(e.exception))
+
+    def test_tox_result_without_release(self) -> None:
+        """A tox result whose release link is gone is left out with a warning."""
+        self.change_version(lambda record: record["+elinks"].pop(0))
+        stats = export_dump(self.h.serverdir.path, self.mktemp())
+        self.assertEqual(stats.files, 0)
+        (warning,) = stats.warnings
+        self.assertIn("without its release file, not exported", warning)
+
+    def test_missing_entry(self) -> None:
+        """A link without its file entry stops the export."""
+        relpath = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.version("alice/dev", "pkg", "1.0"))))["+elinks"][0]["entrypath"]
+        self.successResultOf(self.h.store.write(lambda tx: tx.delete(keys.file(relpath))))
+        with self.assertRaises(DumpError) as e:
+            export_dump(self.h.serverdir.path, self.mktemp())
+        self.assertIn(f"alice/dev: the file entry of {relpath} is missing", str(e.exception))
+
+    def test_without_upload_time(self) -> None:
+        """Links of older records have no upload time: the import takes it from the file's date."""
+
+        def drop(record: dict[str, Any]) -> None:
+            for link in record["+elinks"]:
+                del link["upload_time"]
+
+        self.change_version(drop)
+        dump = self.mktemp()
+        export_dump(self.h.serverdir.path, dump)
+        self.assertNotIn("upload_time", read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"][0])
+        target = self.mktemp()
+        import_dump(target, dump)
+        page = harness_at(self, target).request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": SIMPLE_JSON}).json()
+        self.assertRegex(page["files"][0]["upload-time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000000Z$")
+
+    def test_mirror_file_without_project(self) -> None:
+        """A cached mirror file that names no project is left out with a warning."""
+        entry = {"url": "https://files.example/x", "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT"}
+        self.successResultOf(self.h.store.write(lambda tx: tx.set(keys.file("root/pypi/+e/files.example/x"), entry)))
+        stats = export_dump(self.h.serverdir.path, self.mktemp(), include_mirrored_files=True)
+        self.assertEqual(stats.warnings, ["root/pypi: root/pypi/+e/files.example/x has no project or version, not exported"])
+
+    def test_dump_path_collision(self) -> None:
+        """Doc zips of "a" 1-2 and "a-1" 2 share devpi's dump path; the second goes elsewhere and both come back."""
+        for name, version in (("a", "1-2"), ("a-1", "2")):
+            reply = self.h.upload("alice/dev", "alice", name, version, (f"{name}.zip", doc_zip(name)), "doc_upload")
+            self.assertEqual(reply.code, 200, reply.body)
+        dump = self.mktemp()
+        export_dump(self.h.serverdir.path, dump)
+        paths = sorted(d["relpath"] for d in read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"]
+                       if d["type"] == "doczip")
+        self.assertEqual(paths[1], "alice/dev/a-1-2.doc.zip")
+        self.assertRegex(paths[0], r"^alice/dev/\+[0-9a-f]{8}/a-1-2\.doc\.zip$")
+        target = self.mktemp()
+        import_dump(target, dump)
+        copy = harness_at(self, target)
+        for name, version in (("a", "1-2"), ("a-1", "2")):
+            (link,) = copy.request("GET", f"/alice/dev/{name}/{version}").json()["result"]["+links"]
+            self.assertEqual(copy.request("GET", link["href"][len(BASE) :], headers={"Accept": "*/*"}).body, doc_zip(name))
+
+    def test_link_fallback(self) -> None:
+        """When a hard link cannot be made, the caller is told to copy, with a warning."""
+        warnings: list[str] = []
+        self.assertIsNone(_link(os.path.join(self.mktemp(), "gone"), self.mktemp(), warnings))
+        (warning,) = warnings
+        self.assertIn("copying files instead", warning)
 
 def comparable(views: dict[str, Any]) -> dict[str, Any]:
     """

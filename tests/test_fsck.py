@@ -91,10 +91,14 @@ class FsckTests(SynchronousTestCase):
         def add(tx: Any) -> None:
             tx.set(keys.file("root/pypi/+f/aaa/aaaaaaaaaaaaa/m-1.0.tar.gz"), entry)
             tx.set(keys.file("root/pypi/+f/bbb/bbbbbbbbbbbbb/m-2.0.tar.gz"), {"url": "https://files.example/m-2.0.tar.gz"})
+            # a file without recorded hashes can only be checked for existence
+            tx.set(keys.file("root/pypi/+e/files.example/m-3.0.tar.gz"), dict(entry, hashes={}))
 
         self.successResultOf(self.h.store.write(add))
+        os.makedirs(os.path.join(self.h.serverdir.files, "root/pypi/+e/files.example"))
+        open(os.path.join(self.h.serverdir.files, "root/pypi/+e/files.example/m-3.0.tar.gz"), "w").close()
         report = fsck(self.h.serverdir.path)
-        self.assertEqual((report.status, report.checked, report.errors), (0, 3, []))
+        self.assertEqual((report.status, report.checked, report.errors), (0, 4, []))
         self.assertEqual(report.warnings, ["Missing file root/pypi/+f/aaa/aaaaaaaaaaaaa/m-1.0.tar.gz",
                                            "A total of 1 files are missing in mirrors."])
         self.assertIn("WARNING A total of 1 files are missing in mirrors.\n", report.text())
