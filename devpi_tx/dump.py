@@ -472,9 +472,10 @@ def import_dump(
     Create the new server directory C{serverdir} from the dump in
     C{dumpdir}, as devpi-import does.  The server starts like a fresh one
     (root user with C{root_passwd} or C{root_passwd_hash}, C{root/pypi}
-    unless not C{root_pypi}); the dump's root user then updates root, its
-    password hash only when no root password was given here.  Indexes of a
-    type in C{skip_import_types} are left out.
+    unless not C{root_pypi}); the dump's root record then replaces root's,
+    except for the password when one was given here.  Indexes of a type in
+    C{skip_import_types} are left out, and so is the dump's C{root/pypi}
+    without C{root_pypi}.
 
     @raise DumpError: naming the offending entry; C{serverdir} is then as it was.
     """
@@ -602,8 +603,8 @@ class _Reader:
             return None
         if ixtype not in INDEX_TYPES:
             raise DumpError(
-                f"index {stage!r} has unknown type {ixtype!r}; to leave such indexes out, "
-                f"skip the import type {ixtype!r}"
+                f"index {stage!r} has unknown type {ixtype!r}; "
+                f"leave such indexes out with --skip-import-type {ixtype}"
             )
         if user not in users and user != "root":
             raise DumpError(f"index {stage!r} belongs to user {user!r}, who is not in the dump")

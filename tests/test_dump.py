@@ -496,7 +496,7 @@ class CorruptDumpTests(SynchronousTestCase):
         """An unknown index type is refused unless it is skipped."""
         self.data["indexes"]["alice/plugin"] = {"indexconfig": {"type": "weird"}, "projects": {}, "files": []}
         self.save()
-        self.assert_refused("index 'alice/plugin' has unknown type 'weird'", "skip the import type 'weird'")
+        self.assert_refused("index 'alice/plugin' has unknown type 'weird'", "--skip-import-type weird")
         target = self.mktemp()
         stats = import_dump(target, self.dump, skip_import_types=["weird"])
         self.assertEqual(stats.skipped, ["alice/plugin"])
