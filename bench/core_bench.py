@@ -277,31 +277,44 @@ def run_wrk(base: str, names: list[str], accept: str | None, duration: int, work
     }
 
 
+def spawn_server(devpi_venv: Path | None, work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, float]]:
+    """
+    Spawn devpi-server (from devpi_venv) or devpi_tx (devpi_venv None) on a free port, server dir work/server,
+    output to work/server.log, as leader of its own process group (stop() kills the group).
+    Does not wait for readiness. Returns the process, its base URL and times: "spawned" (monotonic)
+    and "init_s" (devpi-init, devpi-server only).
+    """
+    sdir, logfile, port = work / "server", work / "server.log", free_port()
+    base = f"http://127.0.0.1:{port}"
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    common = ["--serverdir", str(sdir), "--host", "127.0.0.1", "--port", str(port)]
+    times: dict[str, float] = {}
+    if devpi_venv is not None:  # devpi-server needs an explicit init step; devpi_tx does it on first start
+        t0 = time.monotonic()
+        subprocess.run([str(devpi_venv / "bin" / "devpi-init"), *common[:2]], check=True, capture_output=True)
+        times["init_s"] = round(time.monotonic() - t0, 3)
+        cmd = [str(devpi_venv / "bin" / "devpi-server"), *common]
+    else:  # twistd -n, with the repo root importable so that twisted/plugins/ is found
+        cmd = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "devpi", *common]
+    with logfile.open("wb") as logf:
+        times["spawned"] = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, base, times
+
+
 def bench_server(which: str, devpi_venv: Path | None, upstream: str,
                  wheels: dict[str, list[Path]], duration: int) -> dict[str, Any]:  # fmt: skip
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-{which}-") as tmp:
         work = Path(tmp)
-        sdir, logfile, port = work / "server", work / "server.log", free_port()
-        base = f"http://127.0.0.1:{port}"
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        env = dict(os.environ, PYTHONPATH=pythonpath)
-        common = ["--serverdir", str(sdir), "--host", "127.0.0.1", "--port", str(port)]
-        if devpi_venv is not None:  # devpi-server needs an explicit init step; devpi_tx does it on first start
-            t0 = time.monotonic()
-            subprocess.run([str(devpi_venv / "bin" / "devpi-init"), *common[:2]], check=True, capture_output=True)
-            res["init_s"] = round(time.monotonic() - t0, 3)
-            cmd = [str(devpi_venv / "bin" / "devpi-server"), *common]
-        else:  # twistd -n, with the repo root importable so that twisted/plugins/ is found
-            cmd = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "devpi", *common]
-        with logfile.open("wb") as logf:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                cmd, cwd=work, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        logfile = work / "server.log"
+        proc, base, times = spawn_server(devpi_venv, work)
+        if "init_s" in times:
+            res["init_s"] = times["init_s"]
         try:
             wait_ready(proc, base)
-            res["startup_s"] = round(time.monotonic() - t0, 3)
+            res["startup_s"] = round(time.monotonic() - times["spawned"], 3)
             time.sleep(1.0)
             res["idle_rss_mb"] = round(tree_rss_kb(proc.pid) / 1024, 1)
             log(f"{which}: up on {base} in {res['startup_s']}s, RSS {res['idle_rss_mb']} MB")
