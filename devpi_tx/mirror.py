@@ -9,12 +9,12 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from devpi_tx import keys
@@ -106,6 +106,10 @@ def _versions(links: list[UpstreamLink], given: list[str] | None) -> list[str]:
     return list(found)
 
 
+def _name_list(body: bytes, content_type: str) -> NameList:
+    return NameList(parse_project_list(body, content_type))
+
+
 def mirror_url(config: dict[str, Any]) -> str:
     return str(config.get("mirror_url", "")).rstrip("/") + "/"
 
@@ -119,6 +123,7 @@ class MirrorService:
     reactor: Any
     offline: bool = False
     default_expiry: int = DEFAULT_EXPIRY
+    run_in_thread: Callable[..., Any] = maybeDeferred
     _fresh: dict[tuple[str, str], float] = field(default_factory=dict)
     _missing: dict[tuple[str, str], float] = field(default_factory=dict)
     _pages: Coalescer = field(default_factory=Coalescer)
@@ -146,19 +151,23 @@ class MirrorService:
         """
         key = (stage, project)
         now = self.reactor.seconds()
+        expiry = self.expiry(config)
         record = await self.store.read(lambda tx: tx.get(keys.mirror(stage, project)))
         if record == {}:
             record = None
         if self.offline:
             return None if record is None else await self._offline_page(stage, record)
         if not refresh:
-            if record is not None and self._fresh.get(key, 0) > now:
+            # fetch times, not deadlines: a changed mirror_cache_expiry applies at once
+            fetched = self._fresh.get(key)
+            if record is not None and fetched is not None and now < fetched + expiry:
                 self.hits += 1
-                return self._page(stage, record, expires=self._fresh[key])
-            if record is None and self._missing.get(key, 0) > now:
+                return self._page(stage, record, expires=fetched + expiry)
+            missing = self._missing.get(key)
+            if record is None and missing is not None and now < missing + expiry:
                 return None
             if record is None and self.known(stage, config, project) is False:
-                self._missing[key] = now + self.expiry(config)
+                self._missing[key] = now
                 return None
         return await self._pages.run(key, lambda: self._fetch(stage, config, project, record, refresh))
 
@@ -202,12 +211,13 @@ class MirrorService:
             fetched = await self.upstream.fetch(url, etag=etag)
         except UpstreamError as e:
             return self._stale_or_fail(stage, record, e.message)
-        expires = self.reactor.seconds() + self.expiry(config)
+        now = self.reactor.seconds()
+        expires = now + self.expiry(config)
         if fetched.status == 304 and record is not None:
-            self._fresh[key] = expires
+            self._fresh[key] = now
             return self._page(stage, record, expires=expires)
         if fetched.status == 404:
-            self._missing[key] = expires
+            self._missing[key] = now
             self._fresh.pop(key, None)
             return None if record is None else self._page(stage, record, stale=True)
         if fetched.status != 200:
@@ -223,7 +233,7 @@ class MirrorService:
             return self._stale_or_fail(stage, record, f"bad page from {url}: {e}")
         new = self._record(stage, project, links, versions, fetched, ignore_serial)
         await self.store.write(lambda tx: self._store_page(tx, stage, project, new))
-        self._fresh[key] = expires
+        self._fresh[key] = now
         self._missing.pop(key, None)
         return self._page(stage, new, expires=expires)
 
@@ -318,7 +328,8 @@ class MirrorService:
             self._log.warn("Project list of {stage}: status {status}", stage=stage, status=fetched.status)
             return None
         try:
-            names = NameList(parse_project_list(fetched.body, fetched.content_type))
+            # a PyPI-sized list takes a second to parse: not on the reactor thread
+            names = await self.run_in_thread(_name_list, fetched.body, fetched.content_type)
         except ParseError as e:
             self._log.warn("Project list of {stage}: {message}", stage=stage, message=str(e))
             return None

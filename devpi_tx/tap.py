@@ -15,7 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 
 from devpi_tx import __version__
 from devpi_tx.auth import TokenSigner, load_secret
@@ -24,7 +24,7 @@ from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
-from devpi_tx.upstream import Upstream
+from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource, DevpiSite
 
@@ -191,12 +191,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     def run_in_thread(fn: Any, *args: Any) -> Any:
         return deferToThreadPool(reactor, work_pool, fn, *args)
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=pool))
     upstream = Upstream(client, reactor, timeout=options["request-timeout"])
     mirror = MirrorService(
-        store, upstream, reactor, offline=bool(options["offline-mode"]), default_expiry=options["mirror-cache-expiry"]
+        store,
+        upstream,
+        reactor,
+        offline=bool(options["offline-mode"]),
+        default_expiry=options["mirror-cache-expiry"],
+        run_in_thread=run_in_thread,
     )
     mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor)
     api = IndexAPI(config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds)

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 
 from devpi_tx import __version__
@@ -71,6 +72,13 @@ def _header(headers: Headers, name: bytes) -> str | None:
     return values[0].decode("latin-1") if values else None
 
 
+class QuietPool(HTTPConnectionPool):
+    """A persistent connection pool that does not log every new connection."""
+
+    class _factory(_HTTP11ClientFactory):  # noqa: N801 - the name HTTPConnectionPool looks up
+        noisy = False
+
+
 class Upstream:
     """
     Fetches from upstream indexes through C{client} (a treq HTTPClient, or
@@ -107,7 +115,7 @@ class Upstream:
 
         async def exchange() -> Fetched:
             response = await self._client.request("GET", clean, headers=self._headers(auth, etag))
-            body = await self._client.content(response) if response.code == 200 else b""
+            body = await response.content() if response.code == 200 else b""
             serial_text = _header(response.headers, b"X-PYPI-LAST-SERIAL") or "-1"
             try:
                 serial = int(serial_text)

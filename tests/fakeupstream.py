@@ -7,6 +7,8 @@ about hashes, and count requests.
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -44,21 +46,24 @@ class FakeUpstream(Resource):
         self.delay: dict[str, float] = {}  # path -> seconds before answering
         self.drop_after: dict[str, int] = {}  # path -> bytes sent before the connection drops
         self.lie: set[str] = set()  # filenames announced with a wrong sha256
+        self.trickle: dict[str, tuple[int, float]] = {}  # path -> (chunk size, seconds between chunks)
+        self.first_bytes: dict[str, Any] = {}  # path -> Deferred fired when a body started
         self.serial = 100
         self.json = True
         self.provide_metadata = True
         self.pending: list[Any] = []
 
     def add(self, name: str, version: str, kind: str = "wheel", requires_python: str | None = None,
-            yanked: bool | str = False, size: int = 0) -> FakeFile:
+            yanked: bool | str = False, size: int = 0, requires: tuple[str, ...] = ()) -> FakeFile:
         extra = "x" * size
         if kind == "wheel":
-            filename, data = make_wheel(name, version, requires_python, extra=extra)
+            filename, data = make_wheel(name, version, requires_python, extra=extra, requires=requires)
         else:
             filename, data = make_sdist(name, version, extra=extra)
         metadata = None
         if kind == "wheel":
-            metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA")))
         fake = FakeFile(filename, data, version, requires_python, yanked, metadata)
         self.projects.setdefault(normalize_name(name), []).append(fake)
         self.serial += 1
@@ -186,4 +191,20 @@ class FakeUpstream(Resource):
             request.write(fake.data[: self.drop_after[path]])
             request.channel.transport.abortConnection()
             return server.NOT_DONE_YET
+        if path in self.trickle:
+            size, interval = self.trickle[path]
+            self._trickle(request, path, fake.data, 0, size, interval)
+            return server.NOT_DONE_YET
         return fake.data
+
+    def _trickle(self, request: Any, path: str, data: bytes, offset: int, size: int, interval: float) -> None:
+        if request.finished or request._disconnected:
+            return
+        request.write(data[offset : offset + size])
+        waiter = self.first_bytes.pop(path, None)
+        if waiter is not None:
+            waiter.callback(None)
+        if offset + size >= len(data):
+            request.finish()
+            return
+        self.reactor.callLater(interval, self._trickle, request, path, data, offset + size, size, interval)

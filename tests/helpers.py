@@ -33,13 +33,16 @@ from devpi_tx.web.site import DevpiResource
 UPSTREAM_URL = "http://upstream.test/simple/"
 
 
-def make_wheel(name: str, version: str, requires_python: str | None = None, extra: str = "") -> tuple[str, bytes]:
+def make_wheel(
+    name: str, version: str, requires_python: str | None = None, extra: str = "", requires: tuple[str, ...] = ()
+) -> tuple[str, bytes]:
     """A small valid wheel: C{(filename, bytes)}."""
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
-    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test {extra}\n"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test\n"
     if requires_python:
         metadata += f"Requires-Python: {requires_python}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr(f"{dist}/__init__.py", f"VERSION = {version!r}\n# {extra}\n")

@@ -286,6 +286,10 @@ class MirrorFileTests(_MirrorBase):
         self.assertEqual(reply.code, 200)
         self.assertEqual(reply.header("Content-Length"), str(len(self.wheel.data)))
         self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 0)
+        self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        cached = self.h.request("HEAD", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        self.assertEqual((cached.code, cached.body), (200, b""))
+        self.assertEqual(cached.header("Content-Length"), str(len(self.wheel.data)))
 
     def test_core_metadata(self) -> None:
         """PEP 658 metadata is passed through from upstream, else taken from the cached wheel."""

@@ -65,10 +65,10 @@ def content_type(filename: str) -> bytes:
     return (guessed or "application/octet-stream").encode()
 
 
-def send_file(request: IRequest, path: str, mime: bytes | None = None) -> Deferred[bytes] | bytes:
+async def send_file(request: IRequest, path: str, mime: bytes | None = None) -> bytes:
     """
-    Answer C{request} with the file at C{path}; returns what the Klein
-    handler should return.
+    Answer C{request} with the file at C{path} (headers only for HEAD);
+    returns what the Klein handler should return once the body went out.
     """
     source = open(path, "rb")
     size = os.fstat(source.fileno()).st_size
@@ -77,4 +77,4 @@ def send_file(request: IRequest, path: str, mime: bytes | None = None) -> Deferr
     if request.method == b"HEAD":
         source.close()
         return b""
-    return FileProducer(source, request).start()
+    return await FileProducer(source, request).start()

@@ -1,0 +1,120 @@
+"""
+End to end through the mirror: a server process pointed at the fake
+upstream served by this test process on 127.0.0.1; real pip and uv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.web.server import Site
+
+from tests.fakeupstream import FakeUpstream
+from tests.processes import ServerProcess, bin_path, run
+from tests.test_e2e_clients import _ServerCase, _send, get_json_post
+
+
+class MirrorEndToEndTests(_ServerCase):
+    async def start(self, *args: str) -> tuple[ServerProcess, FakeUpstream]:
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.client = HTTPClient(Agent(reactor, pool=pool))
+        self.addCleanup(pool.closeCachedConnections)
+        self.up = FakeUpstream(reactor)
+        port = reactor.listenTCP(0, Site(self.up), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.upstream_url = f"http://127.0.0.1:{port.getHost().port}/simple/"
+        server = await self.start_server(*args)
+        self.point(server)
+        return server, self.up
+
+    @staticmethod
+    async def client_content(response):  # type: ignore[no-untyped-def]
+        return await response.content()
+
+    def point(self, server: ServerProcess, *extra: str) -> None:
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        _send("PATCH", f"{server.url}/root/pypi", [f"mirror_url={self.upstream_url}", *extra], ("root", token))
+
+    async def test_pip_and_uv(self) -> None:
+        """pip and uv install through root/pypi; each file is downloaded from upstream once."""
+        server, up = await self.start()
+        up.add("alpha", "1.0")
+        up.add("alpha", "0.5", kind="sdist")
+        up.add("beta", "1.5", requires=("alpha>=1.0",))
+        index = f"{server.url}/root/pypi/+simple/"
+        work = os.path.abspath(self.mktemp())
+        venv = os.path.join(work, "pipvenv")
+        self.assert_ok(await run([sys.executable, "-m", "venv", venv]))
+        pip = await run(
+            [os.path.join(venv, "bin", "pip"), "install", "--no-cache-dir", "--index-url", index, "beta"],
+            env={"PIP_CONFIG_FILE": os.devnull},
+        )
+        self.assert_ok(pip, "Successfully installed alpha-1.0 beta-1.5")
+        uvvenv = os.path.join(work, "uvvenv")
+        self.assert_ok(await run([bin_path("uv"), "venv", "-q", uvvenv]))
+        uv = await run(
+            [bin_path("uv"), "pip", "install", "--no-cache", "--python", os.path.join(uvvenv, "bin", "python"),
+             "--index-url", index, "beta"]
+        )
+        self.assert_ok(uv, "beta==1.5")
+        downloads = {path: n for path, n in up.requests.items() if path.startswith("/files/") and not path.endswith(".metadata")}
+        self.assertEqual(downloads, {"/files/alpha-1.0-py3-none-any.whl": 1, "/files/beta-1.5-py3-none-any.whl": 1})
+
+    async def test_concurrent_downloads_and_kill(self) -> None:
+        """Concurrent requests share one download; a server killed mid-download restarts clean."""
+        server, up = await self.start()
+        big = up.add("big", "1.0", size=3_000_000)
+        other = up.add("other", "1.0", size=3_000_000)
+        sha = hashlib.sha256(big.data).hexdigest()
+        url = f"{server.url}/root/pypi/+f/{sha[:3]}/{sha[3:16]}/{big.filename}"
+        await self.client.get(f"{server.url}/root/pypi/+simple/big/")
+        path = f"/files/{big.filename}"
+        up.trickle[path] = (256 * 1024, 0.02)
+        responses = await gatherResults([self.client.get(url) for _ in range(5)])
+        bodies = await gatherResults([r.content() for r in responses])
+        self.assertEqual([hashlib.sha256(b).hexdigest() for b in bodies], [sha] * 5)
+        self.assertEqual(up.requests[path], 1)
+
+        osha = hashlib.sha256(other.data).hexdigest()
+        ourl = f"{server.url}/root/pypi/+f/{osha[:3]}/{osha[3:16]}/{other.filename}"
+        await self.client.get(f"{server.url}/root/pypi/+simple/other/")
+        opath = f"/files/{other.filename}"
+        up.trickle[opath] = (64 * 1024, 0.05)
+        started: Deferred[None] = Deferred()
+        up.first_bytes[opath] = started
+        pending = self.client.get(ourl)
+        pending.addErrback(lambda _: None)
+        await started
+        server.kill()
+        await server.stop()
+        target = os.path.join(server.serverdir, "+files", "root", "pypi", "+f", osha[:3], osha[3:16], other.filename)
+        self.assertFalse(os.path.exists(target))
+        del up.trickle[opath]
+        restarted = ServerProcess(server.serverdir)
+        await restarted.start()
+        self.addCleanup(restarted.stop)
+        self.assertEqual(os.listdir(os.path.join(server.serverdir, "+files", ".tmp")), [])
+        body = await self.client_content(await self.client.get(ourl.replace(server.url, restarted.url)))
+        self.assertEqual(hashlib.sha256(body).hexdigest(), osha)
+        self.assertTrue(os.path.exists(target))
+
+    async def test_upstream_down_serves_stale(self) -> None:
+        """When upstream is gone the cached page is served, marked stale."""
+        server, up = await self.start()
+        up.add("gamma", "1.0")
+        first = await self.client.get(f"{server.url}/root/pypi/+simple/gamma/")
+        self.assertEqual(first.code, 200)
+        await self.client_content(first)
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        _send("PATCH", f"{server.url}/root/pypi", ["mirror_cache_expiry=0"], ("root", token))
+        up.status["/simple/gamma/"] = 503
+        stale = await self.client.get(f"{server.url}/root/pypi/+simple/gamma/")
+        self.assertEqual(stale.code, 200)
+        self.assertIn(b"gamma-1.0-py3-none-any.whl", await self.client_content(stale))
+        self.assertIn(b"no-cache", stale.headers.getRawHeaders(b"Cache-Control")[0])
