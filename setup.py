@@ -25,6 +25,7 @@ setup(
         "argon2-cffi==25.1.0",
         "packaging==26.3",
         "multipart==2.0.1",
+        "PyYAML==6.0.3",
     ],
     extras_require={
         "test": [

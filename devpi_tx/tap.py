@@ -1,120 +1,45 @@
 """
-C{twistd devpi}: options and the service tree of one server process.
+C{twistd devpi}: the service tree of the main instance (requests, event
+hooks, supervised request-only workers), of a worker, and the one-shot
+actions (--init, --export, --import, --fsck, --gen-config).
 """
 
 from __future__ import annotations
 
+import json
+import logging.config
 import os
 import sys
 from typing import Any
 
+import yaml
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import STDLibLogObserver, globalLogPublisher
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent
 
-from devpi_tx import __version__
 from devpi_tx.auth import TokenSigner, load_secret
+from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
+from devpi_tx.events import EventProcessor, Hook
 from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, parse_restrict_modify
+from devpi_tx.options import Options, worker_options
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
+from devpi_tx.supervisor import AdoptedListeners, SharedListeners, WorkerSupervisor, die_with_parent, worker_argv
 from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource, DevpiSite
 
-DEFAULT_SERVERDIR = os.path.expanduser("~/.devpi/server")
+__all__ = ["Options", "makeService"]
 
-
-def _env(name: str, default: str | None) -> str | None:
-    for var in (f"DEVPISERVER_{name.upper().replace('-', '_')}",):
-        if os.environ.get(var):
-            return os.environ[var]
-    if name == "serverdir" and os.environ.get("DEVPI_SERVERDIR"):
-        return os.environ["DEVPI_SERVERDIR"]
-    return default
-
-
-class Options(usage.Options):
-    synopsis = "[options]"
-    longdesc = "A private Python package index and PyPI caching server (devpi work-alike)."
-    optParameters = [
-        ["serverdir", None, None, "server directory [~/.devpi/server]"],
-        ["host", None, None, "bind address [localhost]"],
-        ["port", None, None, "port [3141]"],
-        ["secretfile", None, None, "file with the token signing secret"],
-        ["restrict-modify", None, None, "users and :groups that may create and modify users and indexes"],
-        ["root-passwd", None, "", "root password when initialising"],
-        ["root-passwd-hash", None, None, "root password hash when initialising"],
-        ["max-request-body-size", None, None, "largest request body in bytes [1073741824]"],
-        ["outside-url", None, None, "external base URL"],
-        ["mirror-cache-expiry", None, None, "seconds mirror data stays fresh [1800]"],
-        ["request-timeout", None, None, "seconds for upstream requests [5]"],
-    ]
-    optFlags = [
-        ["offline-mode", None, "never contact upstream; serve cached data"],
-        ["no-root-pypi", None, "do not create root/pypi when initialising"],
-        ["init", None, "initialise the server directory and exit"],
-        ["no-request-log", None, "do not log one line per request"],
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self["listen"] = []
-
-    def opt_listen(self, value: str) -> None:
-        """HOST:PORT to listen on (repeatable)"""
-        self["listen"].append(value)
-
-    def opt_version(self) -> None:
-        print(f"devpi_tx {__version__}")
-        sys.exit(0)
-
-    def postOptions(self) -> None:
-        for name, default in (
-            ("serverdir", DEFAULT_SERVERDIR),
-            ("host", "localhost"),
-            ("port", "3141"),
-            ("max-request-body-size", str(1 << 30)),
-            ("outside-url", None),
-            ("secretfile", None),
-            ("restrict-modify", None),
-            ("mirror-cache-expiry", "1800"),
-            ("request-timeout", "5"),
-        ):
-            if self[name] is None:
-                self[name] = _env(name, default)
-        for name in ("port", "max-request-body-size", "mirror-cache-expiry", "request-timeout"):
-            if self[name] is None:
-                continue
-            try:
-                self[name] = int(self[name])
-            except (TypeError, ValueError):
-                raise usage.UsageError(f"--{name} must be an integer, not {self[name]!r}") from None
-        if self["listen"] and (self["host"] != "localhost" or self["port"] != 3141):
-            raise usage.UsageError("--listen cannot be combined with --host or --port")
-        self["serverdir"] = os.path.abspath(os.path.expanduser(self["serverdir"]))
-
-
-def listen_endpoints(options: Options) -> list[str]:
-    specs = options["listen"] or [f"{options['host']}:{options['port']}"]
-    result = []
-    for spec in specs:
-        host, sep, port = spec.rpartition(":")
-        if not sep or not port.isdigit():
-            raise usage.UsageError(f"--listen expects HOST:PORT, not {spec!r}")
-        host = host.strip("[]")
-        if host == "*":
-            host = "0.0.0.0"
-        kind = "tcp6" if ":" in host else "tcp"
-        escaped = host.replace(":", "\\:")
-        result.append(f"{kind}:port={port}:interface={escaped}")
-    return result
+SERIAL_BEACON = ".serial"
 
 
 class ThreadPoolService(Service):
@@ -141,27 +66,112 @@ class StoreService(Service):
         self.store.close()
 
 
+def _fail(message: str) -> None:
+    sys.stderr.write(f"twistd devpi: error: {message}\n")
+    sys.exit(2)
+
+
+def _configure_logging(options: Options) -> None:
+    path = options["logger-cfg"]
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            config = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+        logging.config.dictConfig(config)
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
+        _fail(f"bad --logger-cfg {path}: {e}")
+    globalLogPublisher.addObserver(STDLibLogObserver(name="devpi_tx"))
+
+
+def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
+    """Run a one-shot action; its exit status, or C{None} to serve."""
+    from devpi_tx import dump, fsck
+
+    if options["import"]:
+        stats = dump.import_dump(
+            serverdir.path,
+            options["import"],
+            hard_links=options["hard-links"],
+            skip_import_types=options["skip-import-type"],
+            root_pypi=not options["no-root-pypi"],
+            root_passwd=options["root-passwd"] or None,
+            root_passwd_hash=options["root-passwd-hash"],
+            progress=dump.progress_printer(),
+        )
+        print(f"imported into {serverdir.path}: {stats}")
+        return 0
+    if not serverdir.is_initialised() and (options["export"] or options["fsck"]):
+        _fail(f"{serverdir.path} is not an initialised server directory")
+    if options["export"]:
+        stats = dump.export_dump(
+            serverdir.path,
+            options["export"],
+            hard_links=options["hard-links"],
+            include_mirrored_files=options["include-mirrored-files"],
+            progress=dump.progress_printer(),
+        )
+        print(f"exported {serverdir.path} to {options['export']}: {stats}")
+        return 0
+    if options["fsck"]:
+        report = fsck.fsck(serverdir.path, checksum=not options["no-checksum"])
+        print(report.text() if hasattr(report, "text") else report)
+        return 0 if report.ok else 1
+    if options["gen-config"]:
+        from devpi_tx.genconfig import gen_config
+
+        written = gen_config(
+            sys.argv[1:],
+            serverdir=serverdir.path,
+            host=options["listen-addresses"][0][0],
+            port=options["listen-addresses"][0][1],
+            mirror_cache_expiry=options["mirror-cache-expiry"],
+        )
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+    return None
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    worker = bool(options["worker-fd"])
+    if worker:
+        die_with_parent()
+    _configure_logging(options)
     serverdir = ServerDir(options["serverdir"])
     try:
+        if not worker and not options["import"] and not options["export"] and not options["fsck"]:
+            if not serverdir.is_initialised():
+                serverdir.initialise(
+                    root_password=options["root-passwd"] or "",
+                    root_pwhash=options["root-passwd-hash"],
+                    root_pypi=not options["no-root-pypi"],
+                )
+                if options["init"]:
+                    print(f"initialised {serverdir.path}")
+                    sys.exit(0)
+            elif options["init"]:
+                _fail(f"{serverdir.path} is already initialised")
+        status = _one_shot(options, serverdir)
+        if status is not None:
+            sys.exit(status)
         if not serverdir.is_initialised():
-            serverdir.initialise(
-                root_password=options["root-passwd"] or "",
-                root_pwhash=options["root-passwd-hash"],
-                root_pypi=not options["no-root-pypi"],
-            )
-        serverdir.open()
+            _fail(f"{serverdir.path} is not an initialised server directory")
+        if not worker:
+            serverdir.open()
         secret = load_secret(options["secretfile"], serverdir.path)
     except (StorageError, ValueError, OSError) as e:
-        raise usage.UsageError(str(e)) from None
-    if options["init"]:
-        print(f"initialised {serverdir.path}")
-        sys.exit(0)
+        _fail(str(e))
+    except usage.UsageError as e:
+        _fail(str(e))
+    return _serve(options, reactor, serverdir, secret, worker)
 
+
+def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, worker: bool) -> IService:
     top = MultiService()
     read_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-read")
     write_pool = ThreadPool(minthreads=1, maxthreads=1, name="devpi-write")
@@ -172,11 +182,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     def runner(pool: ThreadPool) -> Any:
         return lambda fn: deferToThreadPool(reactor, pool, fn)
 
-    store = SQLiteStore(
-        serverdir.database, serverdir.files, runner(read_pool), runner(write_pool)
-    )
+    def run_in_thread(fn: Any, *args: Any) -> Any:
+        return deferToThreadPool(reactor, work_pool, fn, *args)
+
+    beacon = SerialBeacon(os.path.join(serverdir.path, SERIAL_BEACON))
+    store = SQLiteStore(serverdir.database, serverdir.files, runner(read_pool), runner(write_pool), beacon)
     StoreService(store).setServiceParent(top)
     node_uuid = serverdir.nodeinfo()["uuid"]
+    host, port = options["listen-addresses"][0]
     config = WebConfig(
         serverdir=serverdir.path,
         files_dir=serverdir.files,
@@ -184,13 +197,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         policy=Policy(parse_restrict_modify(options["restrict-modify"])),
         signer=TokenSigner(secret),
         outside_url=options["outside-url"],
-        host=options["host"],
-        port=options["port"],
+        host=host,
+        port=port,
     )
-
-    def run_in_thread(fn: Any, *args: Any) -> Any:
-        return deferToThreadPool(reactor, work_pool, fn, *args)
-
     pool = QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=pool))
@@ -204,12 +213,30 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         run_in_thread=run_in_thread,
     )
     mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor)
-    api = IndexAPI(config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds)
+    events = None
+    if not worker and not options["requests-only"]:
+        events = EventProcessor(store, serverdir.path, make_hooks(serverdir), reactor, run_in_thread)
+        events.setServiceParent(top)
+    api = IndexAPI(config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds, events=events)
     site = DevpiSite(
         DevpiResource(api, store, node_uuid),
         max_body=options["max-request-body-size"],
         log_requests=not options["no-request-log"],
     )
-    for spec in listen_endpoints(options):
-        StreamServerEndpointService(serverFromString(reactor, spec), site).setServiceParent(top)
+    if worker:
+        AdoptedListeners(reactor, options["worker-fd"], site).setServiceParent(top)
+    elif options["workers"]:
+        listeners = SharedListeners(reactor, options["listen-addresses"], site)
+        listeners.setServiceParent(top)
+        argv = worker_argv(worker_options(options))
+        WorkerSupervisor(reactor, listeners, options["workers"], argv).setServiceParent(top)
+    else:
+        for host, port in options["listen-addresses"]:
+            kind = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
+            StreamServerEndpointService(kind(reactor, port, interface=host), site).setServiceParent(top)
     return top
+
+
+def make_hooks(serverdir: ServerDir) -> list[Hook]:
+    """The event hooks of the main instance."""
+    return []

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from devpi_tx.beacon import SerialBeacon
 from devpi_tx.interfaces import IStore, ITransaction
 
 T = TypeVar("T")
@@ -163,9 +164,11 @@ class SQLiteStore:
         files_dir: str,
         read_runner: Runner = inline_runner,
         write_runner: Runner = inline_runner,
+        beacon: SerialBeacon | None = None,
     ) -> None:
         self._path = path
         self.files_dir = files_dir
+        self._beacon = beacon
         self._read_runner = read_runner
         self._write_runner = write_runner
         self._local = threading.local()
@@ -197,6 +200,10 @@ class SQLiteStore:
 
     def current_serial(self) -> int:
         return self._serial
+
+    def behind(self) -> bool:
+        """Whether another process committed a serial this one has not seen."""
+        return self._beacon is not None and self._beacon.read() > self._serial
 
     def subscribe(self, callback: Callable[[int, dict[str, Any]], None]) -> None:
         self._subscribers.append(callback)
@@ -254,6 +261,8 @@ class SQLiteStore:
                 self._place_files(tx.placed, created)
                 conn.execute("COMMIT")
                 committed = True
+                if self._beacon is not None:
+                    self._beacon.update(serial)
             finally:
                 if not committed:
                     conn.execute("ROLLBACK")

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from devpi_tx import __version__, releases, users, views
 from devpi_tx.auth import hash_password
+from devpi_tx.events import read_event_serial
 from devpi_tx.files import prepare_copy
 from devpi_tx.model import APIError, Identity, bad_request, metadata_from_form
 from devpi_tx.web import render
@@ -71,6 +72,8 @@ class IndexAPI(SimpleRoutes, FileRoutes):
     @app.route("/+status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
         serial = self._store.current_serial()
+        event_serial, event_time = read_event_serial(self._config.serverdir)
+        in_sync = getattr(self._events, "in_sync_at", None)
         result = {
             "serverdir": self._config.serverdir,
             "uuid": self._config.uuid,
@@ -81,14 +84,15 @@ class IndexAPI(SimpleRoutes, FileRoutes):
             "outside-url": self._config.outside_url,
             "serial": serial,
             "last-commit-timestamp": getattr(self._store, "last_commit_time", self.started),
-            "event-serial": serial,
-            "event-serial-timestamp": None,
-            "event-serial-in-sync-at": None,
+            "event-serial": event_serial,
+            "event-serial-timestamp": event_time,
+            "event-serial-in-sync-at": in_sync,
             "metrics": [
                 ["devpi_tx_page_cache_hits", "counter", self.pages.hits],
                 ["devpi_tx_page_cache_misses", "counter", self.pages.misses],
             ],
             "role": "MASTER",
+            "pid": os.getpid(),
             "polling_replicas": {},
         }
         return self._reply(request, "status", result)

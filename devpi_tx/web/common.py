@@ -75,6 +75,7 @@ class Base:
         mirror: MirrorService | None = None,
         mirror_files: MirrorFiles | None = None,
         clock: Callable[[], float] = time.time,
+        events: Any = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -84,6 +85,7 @@ class Base:
         self._mirror = mirror
         self._mirror_files = mirror_files
         self._clock = clock
+        self._events = events
         self.pages = PageCache(store, clock)
         self.started = time.time()
 

@@ -37,11 +37,23 @@ class DevpiResource(Resource):
     def render(self, request: Any) -> Any:
         for name, value in self._headers:
             request.setHeader(name, value)
+        behind = getattr(self._store, "behind", None)
+        if behind is not None and behind():
+            # another process committed: see its changes before answering
+            d = self._store.poll()  # type: ignore[attr-defined]
+            d.addBoth(lambda _: self._render_now(request, later=True))
+            return server.NOT_DONE_YET
+        return self._render_now(request)
+
+    def _render_now(self, request: Any, later: bool = False) -> Any:
         request.setHeader(b"X-Devpi-Serial", str(self._store.current_serial()).encode())
-        cached = self._api.cached_page(request)
-        if cached is not None:
-            return cached
-        return self._inner.render(request)
+        result = self._api.cached_page(request)
+        if result is None:
+            result = self._inner.render(request)
+        if later and result is not server.NOT_DONE_YET and not getattr(request, "_disconnected", False):
+            request.write(result)
+            request.finish()
+        return result
 
 
 class LimitedRequest(server.Request):

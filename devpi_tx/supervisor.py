@@ -1,0 +1,178 @@
+"""
+One process tree: the main instance opens the listening sockets, serves on
+them and runs the event hooks; request-only workers adopt the same sockets.
+A worker that dies is started again; stopping the main instance stops them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+PR_SET_PDEATHSIG = 1
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the main instance dies, so no worker is orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class SharedListeners(Service):
+    """Listening sockets opened by the main instance, served by every process."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
+        self._reactor = reactor
+        self._addresses = addresses
+        self._factory = factory
+        self.ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for host, port in self._addresses:
+            self.ports.append(self._reactor.listenTCP(port, self._factory, interface=host))
+
+    def fds(self) -> list[tuple[int, int]]:
+        """C{(fd, address family)} of each listening socket."""
+        result = []
+        for port in self.ports:
+            family = socket.AF_INET6 if ":" in port.getHost().host else socket.AF_INET
+            result.append((port.fileno(), family))
+        return result
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        return DeferredList([port.stopListening() for port in self.ports])  # type: ignore[return-value]
+
+
+class AdoptedListeners(Service):
+    """A worker's side: serve on sockets inherited from the main instance."""
+
+    def __init__(self, reactor: Any, fds: list[tuple[int, int]], factory: Any) -> None:
+        self._reactor = reactor
+        self._fds = fds
+        self._factory = factory
+        self.ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for fd, family in self._fds:
+            self.ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            os.close(fd)
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        return DeferredList([port.stopListening() for port in self.ports])  # type: ignore[return-value]
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, index: int, ended: Callable[[_Worker, Failure], None]) -> None:
+        self.index = index
+        self._ended = ended
+        self.done: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.done.callback(None)
+        self._ended(self, reason)
+
+
+class WorkerSupervisor(Service):
+    """Starts C{count} workers after the listeners, restarts them, stops them."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, listeners: SharedListeners, count: int, argv: Callable[[list[tuple[int, int]]], list[str]]) -> None:
+        self._reactor = reactor
+        self._listeners = listeners
+        self._count = count
+        self._argv = argv
+        self._workers: dict[int, tuple[_Worker, Any]] = {}
+        self._delays: dict[int, float] = {}
+        self._stopping = False
+        self.restarts = 0
+
+    def startService(self) -> None:
+        super().startService()
+        for index in range(self._count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        if self._stopping:
+            return
+        fds = self._listeners.fds()
+        argv = self._argv([(fd, family) for fd, family in fds])
+        protocol = _Worker(index, self._ended)
+        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        for fd, _ in fds:
+            child_fds[fd] = fd
+        transport = self._reactor.spawnProcess(
+            protocol, argv[0], argv, env=dict(os.environ), childFDs=child_fds
+        )
+        self._workers[index] = (protocol, transport)
+        self._log.info("Started worker {index} (pid {pid})", index=index, pid=transport.pid)
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        if self._workers.get(worker.index, (None,))[0] is worker:
+            del self._workers[worker.index]
+        if self._stopping:
+            return
+        code = reason.value.exitCode if isinstance(reason.value, (ProcessDone, ProcessTerminated)) else None
+        delay = self._delays.get(worker.index, RESTART_DELAY)
+        self._delays[worker.index] = min(delay * 2, MAX_RESTART_DELAY)
+        self._log.warn(
+            "Worker {index} ended ({code}); starting it again in {delay}s",
+            index=worker.index, code=code, delay=delay,
+        )
+        self.restarts += 1
+        self._reactor.callLater(delay, self._spawn, worker.index)
+        # a worker that stays up for a while earns a quick restart again
+        self._reactor.callLater(60, self._delays.pop, worker.index, None)
+
+    def pids(self) -> list[int]:
+        return [transport.pid for _, transport in self._workers.values() if transport.pid]
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self._stopping = True
+        waits = []
+        for protocol, transport in list(self._workers.values()):
+            try:
+                transport.signalProcess("TERM")
+            except Exception:  # already gone
+                pass
+            waits.append(protocol.done)
+        return DeferredList(waits)
+
+
+def worker_argv(base: list[str]) -> Callable[[list[tuple[int, int]]], list[str]]:
+    """The command line of a worker: C{base} devpi options plus its sockets."""
+
+    def argv(fds: list[tuple[int, int]]) -> list[str]:
+        result = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "devpi", *base, "--requests-only",
+        ]
+        for fd, family in fds:
+            result += ["--worker-fd", f"{fd}:{int(family)}"]
+        return result
+
+    return argv
