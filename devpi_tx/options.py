@@ -94,7 +94,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["skip-import-type"] = []
-        self["worker-fd"] = []
+        self["worker-listen"] = []
         self._given: set[str] = set()
 
     def opt_listen(self, value: str) -> None:
@@ -105,13 +105,12 @@ class Options(usage.Options):
         """index type to leave out of an import, repeatable"""
         self["skip-import-type"].append(value)
 
-    def opt_worker_fd(self, value: str) -> None:
-        """(internal) FD:FAMILY of a listening socket inherited from the main instance"""
-        fd, _, family = value.partition(":")
-        try:
-            self["worker-fd"].append((int(fd), int(family or 2)))
-        except ValueError:
-            raise usage.UsageError(f"--worker-fd expects FD:FAMILY, not {value!r}") from None
+    def opt_worker_listen(self, value: str) -> None:
+        """(internal) HOST:PORT of the process tree a worker serves on"""
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise usage.UsageError(f"--worker-listen expects HOST:PORT, not {value!r}")
+        self["worker-listen"].append((host.strip("[]"), int(port)))
 
     def opt_version(self) -> None:
         print(f"devpi_tx {__version__}")

@@ -35,6 +35,41 @@ def die_with_parent() -> None:
         pass
 
 
+def fair_accept(port: Any) -> Any:
+    """
+    Accept one connection per wake-up on a socket shared by several
+    processes, so keep-alive clients spread over all of them instead of
+    going to whichever process woke first.
+    """
+    original = port.doRead
+
+    def do_read() -> Any:
+        port.numberAccepts = 1
+        return original()
+
+    port.doRead = do_read
+    return port
+
+
+def listen_shared(reactor: Any, host: str, port: int, factory: Any) -> Any:
+    """
+    Listen with C{SO_REUSEPORT}: every process of the tree binds its own
+    socket to the same address and the kernel spreads new connections
+    evenly over them.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()
+
+
 class SharedListeners(Service):
     """Listening sockets opened by the main instance, served by every process."""
 
@@ -49,35 +84,30 @@ class SharedListeners(Service):
     def startService(self) -> None:
         super().startService()
         for host, port in self._addresses:
-            self.ports.append(self._reactor.listenTCP(port, self._factory, interface=host))
+            self.ports.append(listen_shared(self._reactor, host, port, self._factory))
 
-    def fds(self) -> list[tuple[int, int]]:
-        """C{(fd, address family)} of each listening socket."""
-        result = []
-        for port in self.ports:
-            family = socket.AF_INET6 if ":" in port.getHost().host else socket.AF_INET
-            result.append((port.fileno(), family))
-        return result
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound addresses (with the real port when 0 was asked for)."""
+        return [(port.getHost().host, port.getHost().port) for port in self.ports]
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         return DeferredList([port.stopListening() for port in self.ports])  # type: ignore[return-value]
 
 
-class AdoptedListeners(Service):
-    """A worker's side: serve on sockets inherited from the main instance."""
+class WorkerListeners(Service):
+    """A worker's side: its own C{SO_REUSEPORT} sockets on the tree's addresses."""
 
-    def __init__(self, reactor: Any, fds: list[tuple[int, int]], factory: Any) -> None:
+    def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
         self._reactor = reactor
-        self._fds = fds
+        self._addresses = addresses
         self._factory = factory
         self.ports: list[Any] = []
 
     def startService(self) -> None:
         super().startService()
-        for fd, family in self._fds:
-            self.ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
-            os.close(fd)
+        for host, port in self._addresses:
+            self.ports.append(listen_shared(self._reactor, host, port, self._factory))
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
@@ -100,7 +130,9 @@ class WorkerSupervisor(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, listeners: SharedListeners, count: int, argv: Callable[[list[tuple[int, int]]], list[str]]) -> None:
+    def __init__(
+        self, reactor: Any, listeners: SharedListeners, count: int, argv: Callable[[list[tuple[str, int]]], list[str]]
+    ) -> None:
         self._reactor = reactor
         self._listeners = listeners
         self._count = count
@@ -118,14 +150,10 @@ class WorkerSupervisor(Service):
     def _spawn(self, index: int) -> None:
         if self._stopping:
             return
-        fds = self._listeners.fds()
-        argv = self._argv([(fd, family) for fd, family in fds])
+        argv = self._argv(self._listeners.addresses())
         protocol = _Worker(index, self._ended)
-        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
-        for fd, _ in fds:
-            child_fds[fd] = fd
         transport = self._reactor.spawnProcess(
-            protocol, argv[0], argv, env=dict(os.environ), childFDs=child_fds
+            protocol, argv[0], argv, env=dict(os.environ), childFDs={0: "w", 1: 1, 2: 2}
         )
         self._workers[index] = (protocol, transport)
         self._log.info("Started worker {index} (pid {pid})", index=index, pid=transport.pid)
@@ -163,16 +191,16 @@ class WorkerSupervisor(Service):
         return DeferredList(waits)
 
 
-def worker_argv(base: list[str]) -> Callable[[list[tuple[int, int]]], list[str]]:
-    """The command line of a worker: C{base} devpi options plus its sockets."""
+def worker_argv(base: list[str]) -> Callable[[list[tuple[str, int]]], list[str]]:
+    """The command line of a worker: C{base} devpi options plus its addresses."""
 
-    def argv(fds: list[tuple[int, int]]) -> list[str]:
+    def argv(addresses: list[tuple[str, int]]) -> list[str]:
         result = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "devpi", *base, "--requests-only",
         ]
-        for fd, family in fds:
-            result += ["--worker-fd", f"{fd}:{int(family)}"]
+        for host, port in addresses:
+            result += ["--worker-listen", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         return result
 
     return argv

@@ -32,7 +32,7 @@ from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.options import Options, worker_options
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
-from devpi_tx.supervisor import AdoptedListeners, SharedListeners, WorkerSupervisor, die_with_parent, worker_argv
+from devpi_tx.supervisor import SharedListeners, WorkerListeners, WorkerSupervisor, die_with_parent, worker_argv
 from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource, DevpiSite
@@ -138,7 +138,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    worker = bool(options["worker-fd"])
+    worker = bool(options["worker-listen"])
     if worker:
         die_with_parent()
     _configure_logging(options)
@@ -224,7 +224,7 @@ def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, 
         log_requests=not options["no-request-log"],
     )
     if worker:
-        AdoptedListeners(reactor, options["worker-fd"], site).setServiceParent(top)
+        WorkerListeners(reactor, options["worker-listen"], site).setServiceParent(top)
     elif options["workers"]:
         listeners = SharedListeners(reactor, options["listen-addresses"], site)
         listeners.setServiceParent(top)
