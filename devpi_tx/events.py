@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -95,6 +95,8 @@ class EventProcessor(Service):
 
     def kick(self) -> Deferred[None]:
         """Process everything up to the current serial (one run at a time)."""
+        if not self.running:
+            return succeed(None)
         if self._work.busy("events"):
             self._again = True
         return self._work.run("events", self._process)
@@ -102,7 +104,7 @@ class EventProcessor(Service):
     async def _process(self) -> None:
         while True:
             self._again = False
-            while self.event_serial < self._store.current_serial():
+            while self.running and self.event_serial < self._store.current_serial():
                 entries = await self._store.changelog(self.event_serial, BATCH)
                 if not entries:
                     break
