@@ -26,12 +26,19 @@ class _ServerProtocol(ProcessProtocol):
         self.output = b""
         self.started: Deferred[int] = Deferred()
         self.ended: Deferred[int | None] = Deferred()
+        self.waiting: list[tuple[re.Pattern[bytes], int, Deferred[re.Match[bytes]]]] = []
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         match = _STARTED.search(self.output)
         if match and not self.started.called:
             self.started.callback(int(match.group(1)))
+        for item in list(self.waiting):
+            pattern, start, waiter = item
+            found = pattern.search(self.output, start)
+            if found:
+                self.waiting.remove(item)
+                waiter.callback(found)
 
     errReceived = outReceived
 
@@ -73,6 +80,12 @@ class ServerProcess:
         if not self._protocol.ended.called:
             self._transport.signalProcess("TERM")
         return await self._protocol.ended
+
+    def wait_for(self, pattern: bytes) -> Deferred[re.Match[bytes]]:
+        """Fires when output from now on matches C{pattern}."""
+        waiter: Deferred[re.Match[bytes]] = Deferred()
+        self._protocol.waiting.append((re.compile(pattern), len(self._protocol.output), waiter))
+        return waiter
 
     def kill(self) -> None:
         if not self._protocol.ended.called:

@@ -1,0 +1,99 @@
+"""
+The process tree: main instance plus request-only workers on one port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tests.helpers import basic, make_wheel, multipart, upload_fields
+from tests.test_e2e_clients import _ServerCase, get_json_post, put_json
+
+
+class WorkerTests(_ServerCase):
+    async def start_tree(self, workers: int = 2):  # type: ignore[no-untyped-def]
+        server = await self.start_server("--workers", str(workers))
+        started = await server.wait_for(rb"Started worker %d \(pid (\d+)\)" % (workers - 1))
+        self.assertTrue(started)
+        # each worker logs its own "starting on" line once it listens
+        while server.output.count(f"starting on {server.port}") < workers + 1:
+            await server.wait_for(rb"starting on %d" % server.port)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.client = HTTPClient(Agent(reactor, pool=pool))
+        self.addCleanup(pool.closeCachedConnections)
+        return server
+
+    def child_pids(self, server) -> list[int]:  # type: ignore[no-untyped-def]
+        return [int(pid) for pid in re.findall(r"Started worker \d+ \(pid (\d+)\)", server.output)]
+
+    async def pid_of_new_connection(self, server) -> int:  # type: ignore[no-untyped-def]
+        response = await self.client.get(f"{server.url}/+status", headers={"Accept": ["application/json"]})
+        return int((await response.json())["result"]["pid"])
+
+    async def test_spread_restart_and_stop(self) -> None:
+        """Connections reach several processes; a killed worker is replaced; TERM stops the tree."""
+        server = await self.start_tree(2)
+        pids = set(await gatherResults([Deferred.fromCoroutine(self.pid_of_new_connection(server)) for _ in range(40)]))
+        self.assertGreaterEqual(len(pids), 2)
+        victim = self.child_pids(server)[0]
+        replaced = server.wait_for(rb"Started worker 0 \(pid (\d+)\)")
+        os.kill(victim, signal.SIGKILL)
+        new_pid = int((await replaced).group(1))
+        self.assertNotEqual(new_pid, victim)
+        await server.stop()
+        for pid in self.child_pids(server):
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+
+    async def test_write_on_one_read_on_another(self) -> None:
+        """Every upload is visible at once to a request on any other process."""
+        server = await self.start_tree(2)
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+        auth = {"X-Devpi-Auth": [basic("root", token)]}
+        serials = []
+        for i in range(12):
+            name, data = make_wheel("spread", f"1.{i}")
+            body, ctype = multipart(upload_fields("spread", f"1.{i}"), [("content", name, data)])
+            response = await self.client.post(f"{server.url}/root/dev/", body, headers={"Content-Type": [ctype], **auth})
+            self.assertEqual(response.code, 200)
+            await response.content()
+            serials.append(int(response.headers.getRawHeaders("X-Devpi-Serial")[0]))
+            # new connections land on any of the three processes (see test_spread_restart_and_stop)
+            for _ in range(3):
+                page = await self.client.get(
+                    f"{server.url}/root/dev/+simple/spread/", headers={"Accept": ["application/vnd.pypi.simple.v1+json"]}
+                )
+                files = [f["filename"] for f in (await page.json())["files"]]
+                self.assertIn(name, files)
+        self.assertEqual(serials, list(range(serials[0], serials[0] + 12)), "serials are gapless and ordered")
+
+    async def test_kill_worker_under_load(self) -> None:
+        """Killing a worker under load fails at most the requests in flight on it."""
+        server = await self.start_tree(2)
+        concurrency, per_client = 6, 40
+        failures = []
+        done = []
+
+        async def client(i: int) -> None:
+            for _ in range(per_client):
+                try:
+                    response = await self.client.get(f"{server.url}/+api", headers={"Accept": ["application/json"]})
+                    await response.content()
+                    done.append(response.code)
+                except Exception as e:
+                    failures.append(e)
+                if i == 0 and len(done) == per_client:
+                    os.kill(self.child_pids(server)[1], signal.SIGKILL)
+
+        await gatherResults([Deferred.fromCoroutine(client(i)) for i in range(concurrency)])
+        self.assertLessEqual(len(failures), concurrency, failures)
+        self.assertEqual(len(done) + len(failures), concurrency * per_client)
+        self.assertEqual(set(done), {200})
