@@ -85,9 +85,14 @@ class FsckReport:
     lines: list[tuple[str, str]] = field(default_factory=list)
 
     @property
+    def ok(self) -> bool:
+        """Whether there were no errors (warnings are allowed)."""
+        return not self.errors
+
+    @property
     def status(self) -> int:
         """The exit status: 1 if there were errors, else 0."""
-        return 1 if self.errors else 0
+        return 0 if self.ok else 1
 
     def add(self, level: str, message: str) -> None:
         self.lines.append((level, message))

@@ -37,7 +37,7 @@ class FsckTests(SynchronousTestCase):
     def test_clean(self) -> None:
         """A consistent server passes with status 0."""
         report = fsck(self.h.serverdir.path)
-        self.assertEqual((report.status, report.errors, report.warnings, report.checked), (0, [], [], 2))
+        self.assertEqual((report.ok, report.status, report.errors, report.warnings, report.checked), (True, 0, [], [], 2))
         self.assertEqual(report.serial, self.h.store.current_serial())
         text = report.text()
         self.assertIn(f"INFO    serverdir: {self.h.serverdir.path}\n", text)
@@ -70,7 +70,7 @@ class FsckTests(SynchronousTestCase):
         """A missing private file is an error, counted at the end."""
         os.unlink(self.path(self.wheel))
         report = fsck(self.h.serverdir.path)
-        self.assertEqual(report.status, 1)
+        self.assertEqual((report.ok, report.status), (False, 1))
         self.assertEqual(report.errors, [f"Missing file {self.relpath(self.wheel)}", "A total of 1 files are missing."])
         self.assertIn(f"ERROR   Missing file {self.relpath(self.wheel)}\n", report.text())
 
