@@ -27,6 +27,7 @@ from devpi_tx.auth import TokenSigner, load_secret
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
 from devpi_tx.events import EventProcessor, Hook
+from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.options import Options, worker_options
@@ -217,11 +218,15 @@ def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, 
     if not worker and not options["requests-only"]:
         events = EventProcessor(store, serverdir.path, make_hooks(serverdir), reactor, run_in_thread)
         events.setServiceParent(top)
-    api = IndexAPI(config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds, events=events)
+    metrics = Metrics()
+    api = IndexAPI(
+        config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds, events=events, metrics=metrics
+    )
     site = DevpiSite(
         DevpiResource(api, store, node_uuid),
         max_body=options["max-request-body-size"],
         log_requests=not options["no-request-log"],
+        metrics=metrics,
     )
     if worker:
         WorkerListeners(reactor, options["worker-listen"], site).setServiceParent(top)

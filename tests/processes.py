@@ -137,3 +137,19 @@ async def run(argv: list[str], cwd: str | None = None, env: dict[str, str] | Non
 def bin_path(name: str) -> str:
     """A console script installed beside the running interpreter."""
     return os.path.join(os.path.dirname(sys.executable), name)
+
+
+async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """
+    Readiness wait for real processes: C{check()} until it returns a true
+    value, at most C{timeout} seconds; the last value otherwise.
+    """
+    from twisted.internet.task import deferLater
+
+    waited = 0.0
+    while True:
+        value = check()
+        if value or waited >= timeout:
+            return value
+        await deferLater(reactor, interval, lambda: None)
+        waited += interval

@@ -10,7 +10,7 @@ import os
 import sqlite3
 
 from tests.helpers import basic, make_wheel, multipart, upload_fields
-from tests.processes import ServerProcess, bin_path, run
+from tests.processes import ServerProcess, bin_path, eventually, run
 from tests.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 
 
@@ -81,3 +81,69 @@ class ServerProcessTests(_ServerCase):
         self.assertNotEqual(bad.code, 0)
         self.assertIn("--port must be an integer", bad.output)
         self.assertFalse(os.path.exists(serverdir))
+
+
+class OperatorTests(_ServerCase):
+    async def test_metrics(self) -> None:
+        """/+metrics counts requests by route and status and reports the serial."""
+        server = await self.start_server()
+        get_json(f"{server.url}/+api")
+        get_json(f"{server.url}/root/pypi?no_projects")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/+metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+        self.assertTrue(response.getheader("Content-Type").startswith("text/plain; version=0.0.4"))
+        self.assertIn('devpi_tx_requests_total{method="GET",route="+api",status="200"} 1', text)
+        self.assertIn('devpi_tx_requests_total{method="GET",route="index",status="200"} 1', text)
+        self.assertIn("devpi_tx_serial 0", text)
+        self.assertIn("devpi_tx_request_seconds_count 2", text)
+
+    async def test_init_export_import_cli(self) -> None:
+        """--init, --export and --import run and exit; the imported dir serves the same data."""
+        twistd = bin_path("twistd")
+        source = os.path.abspath(self.mktemp())
+        init = await run([twistd, "-n", "--pidfile=", "devpi", "--serverdir", source, "--init", "--root-passwd", "pw"])
+        self.assertEqual(init.code, 0, str(init))
+        self.assertTrue(os.path.exists(os.path.join(source, ".nodeinfo")))
+        again = await run([twistd, "-n", "--pidfile=", "devpi", "--serverdir", source, "--init"])
+        self.assertEqual(again.code, 2)
+        self.assertIn("already initialised", again.output)
+        server = ServerProcess(source)
+        await server.start()
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": "pw"})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+        name, data = make_wheel("exported", "1.0")
+        body, ctype = multipart(upload_fields("exported", "1.0"), [("content", name, data)])
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        self.assertEqual(conn.getresponse().status, 200)
+        conn.close()
+        await server.stop()
+        dump = os.path.abspath(self.mktemp())
+        exported = await run([twistd, "-n", "--pidfile=", "devpi", "--serverdir", source, "--export", dump])
+        self.assertEqual(exported.code, 0, str(exported))
+        self.assertTrue(os.path.exists(os.path.join(dump, "dataindex.json")))
+        target = os.path.abspath(self.mktemp())
+        imported = await run([twistd, "-n", "--pidfile=", "devpi", "--serverdir", target, "--import", dump])
+        self.assertEqual(imported.code, 0, str(imported))
+        copy = ServerProcess(target)
+        await copy.start()
+        self.addCleanup(copy.stop)
+        page = get_json(f"{copy.url}/root/dev/+simple/exported/", "application/vnd.pypi.simple.v1+json")
+        self.assertEqual([f["filename"] for f in page["files"]], [name])
+        self.assertEqual(get_json_post(f"{copy.url}/+login", {"user": "root", "password": "pw"})["type"], "proxyauth")
+
+    async def test_requests_only_alone(self) -> None:
+        """--requests-only serves a server dir but runs no event hooks."""
+        primary = await self.start_server()
+        synced = await eventually(lambda: get_json(f"{primary.url}/+status")["result"]["event-serial"] == 0)
+        self.assertTrue(synced)
+        await primary.stop()
+        worker = ServerProcess(primary.serverdir, "--requests-only")
+        await worker.start()
+        self.addCleanup(worker.stop)
+        status = get_json(f"{worker.url}/+status")["result"]
+        self.assertEqual(status["event-serial"], 0)
+        self.assertIsNone(status["event-serial-in-sync-at"])

@@ -97,6 +97,27 @@ class IndexAPI(SimpleRoutes, FileRoutes):
         }
         return self._reply(request, "status", result)
 
+    @app.route("/+metrics", methods=["GET"])
+    def metrics_text(self, request: IRequest) -> bytes:
+        serial = self._store.current_serial()
+        event_serial, _ = read_event_serial(self._config.serverdir)
+        gauges = [
+            ("devpi_tx_serial", "gauge", "Newest committed serial seen by this process.", serial),
+            ("devpi_tx_event_serial", "gauge", "Last serial processed by the event hooks.", event_serial),
+            ("devpi_tx_event_lag", "gauge", "Serials not yet processed by the event hooks.", max(0, serial - event_serial)),
+            ("devpi_tx_page_cache_hits_total", "counter", "Simple pages answered from the cache.", self.pages.hits),
+            ("devpi_tx_page_cache_misses_total", "counter", "Simple pages rendered.", self.pages.misses),
+        ]
+        if self._mirror is not None:
+            gauges += [
+                ("devpi_tx_upstream_fetches_total", "counter", "Requests sent upstream.", self._mirror.upstream.fetches),
+                ("devpi_tx_mirror_fresh_hits_total", "counter", "Mirror pages answered without upstream.", self._mirror.hits),
+            ]
+        if self._mirror_files is not None:
+            gauges.append(("devpi_tx_mirror_downloads_total", "counter", "Files downloaded from upstream.", self._mirror_files.downloads))
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self.metrics.render(gauges)
+
     @app.route("/+api", methods=["GET"])
     @app.route("/<user>/+api", methods=["GET"])
     @app.route("/<user>/<index>/+api", methods=["GET"])

@@ -19,6 +19,7 @@ from twisted.web.iweb import IRequest
 from devpi_tx.auth import TokenSigner
 from devpi_tx.download import MirrorFiles
 from devpi_tx.interfaces import IStore
+from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, bad_request
 from devpi_tx.web import render
@@ -76,6 +77,7 @@ class Base:
         mirror_files: MirrorFiles | None = None,
         clock: Callable[[], float] = time.time,
         events: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -86,6 +88,7 @@ class Base:
         self._mirror_files = mirror_files
         self._clock = clock
         self._events = events
+        self.metrics = metrics or Metrics()
         self.pages = PageCache(store, clock)
         self.started = time.time()
 

@@ -13,6 +13,7 @@ from twisted.web import server
 from twisted.web.resource import IResource, Resource
 
 from devpi_tx.interfaces import IStore
+from devpi_tx.metrics import Metrics
 from devpi_tx.web.api import IndexAPI
 
 
@@ -111,15 +112,17 @@ class DevpiSite(server.Site):
     requestFactory = LimitedRequest
     _log = Logger()
 
-    def __init__(self, resource: IResource, max_body: int, log_requests: bool = True) -> None:
+    def __init__(self, resource: IResource, max_body: int, log_requests: bool = True, metrics: Metrics | None = None) -> None:
         super().__init__(resource)
         self.max_body = max_body
         self._log_requests = log_requests
+        self.metrics = metrics or Metrics()
 
     def log(self, request: Any) -> None:
+        elapsed = time.monotonic() - getattr(request, "_started", time.monotonic())
+        self.metrics.observe(request.method, request.path, request.code, elapsed)
         if not self._log_requests:
             return
-        elapsed = time.monotonic() - getattr(request, "_started", time.monotonic())
         self._log.info(
             "{method} {path} {code} {size} {ms:.1f}ms",
             method=request.method.decode("latin-1"),

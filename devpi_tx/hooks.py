@@ -1,0 +1,523 @@
+"""
+Event hooks that do what devpi-web does with devpi-server's events (spec
+10.2): unpack documentation zips, render long descriptions, and keep a
+full-text search index of private projects.
+
+Each hook sees one serial's changes (see L{devpi_tx.events.Hook}) and only
+writes below the server dir; running a serial again leaves the same state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+from twisted.logger import Logger
+
+from devpi_tx.model import version_key
+
+DOCS = "+docs"
+# unpacking happens here, beside DOCS on the same file system, so that a
+# finished tree can be renamed into place; no user name can collide with it
+DOCS_TEMP = "+docs.tmp"
+# records which doczip a version's tree came from; never served
+DOCS_MARKER = ".devpi-doczip"
+RENDERED = "+rendered"
+SEARCH_DB = "search.sqlite"
+MAX_UNPACKED = 1 << 31
+
+
+# -- keys -------------------------------------------------------------------
+
+
+def safe_segment(segment: str) -> bool:
+    return segment not in ("", ".", "..") and "\x00" not in segment and "\\" not in segment
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    user: str
+    index: str
+    project: str
+    version: str
+    record: Mapping[str, Any] | None
+
+    @property
+    def stage(self) -> str:
+        return f"{self.user}/{self.index}"
+
+
+def version_changes(changes: Mapping[str, Any]) -> Iterator[VersionChange]:
+    """The version records among C{changes}; keys unsafe as paths are skipped."""
+    for key, value in changes.items():
+        parts = key.split("/")
+        if len(parts) != 5 or parts[0] != "v" or not all(map(safe_segment, parts[1:])):
+            continue
+        if value is not None and not isinstance(value, Mapping):
+            continue
+        yield VersionChange(parts[1], parts[2], parts[3], parts[4], value)
+
+
+def deleted_stages(changes: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """C{(user, index)} of every index whose configuration was deleted."""
+    found = []
+    for key, value in changes.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "i" and value is None and all(map(safe_segment, parts[1:])):
+            found.append((parts[1], parts[2]))
+    return found
+
+
+def _remove_tree(path: str) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _prune_empty(path: str, stop: str) -> None:
+    """Remove empty directories from C{path} up to, not including, C{stop}."""
+    while path != stop and path.startswith(stop + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)
+
+
+# -- documentation ----------------------------------------------------------
+
+
+def docs_root(serverdir: str, user: str, index: str, project: str) -> str | None:
+    """Where the unpacked docs of C{project}'s versions live, or C{None} for unsafe names."""
+    if not all(map(safe_segment, (user, index, project))):
+        return None
+    return os.path.join(serverdir, DOCS, user, index, project)
+
+
+def doc_versions(serverdir: str, user: str, index: str, project: str) -> list[str]:
+    """The versions of C{project} with unpacked docs, oldest first (PEP 440)."""
+    root = docs_root(serverdir, user, index, project)
+    if root is None or not os.path.isdir(root):
+        return []
+    found = [name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name))]
+    return sorted(found, key=version_key)
+
+
+def is_stable(version: str) -> bool:
+    try:
+        return not Version(version).is_prerelease
+    except InvalidVersion:
+        return False
+
+
+def _member_parts(name: str) -> list[str] | None:
+    """The path segments of a zip member, or C{None} when it could escape."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or "\x00" in name:
+        return None
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts or ":" in parts[0]:
+        return None
+    return parts
+
+
+class UnpackError(Exception):
+    """A documentation zip that cannot be unpacked."""
+
+
+def extract_zip(zip_path: str, dest: str, max_size: int = MAX_UNPACKED) -> list[str]:
+    """
+    Unpack C{zip_path} below C{dest}, which must exist; returns the names of
+    the members left out: absolute paths, paths with C{..}, symlinks, and
+    members that clash with an earlier one.
+
+    @raise UnpackError: not a zip, or more than C{max_size} bytes unpacked.
+    """
+    skipped = []
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = archive.infolist()
+            if sum(info.file_size for info in members) > max_size:
+                raise UnpackError(f"more than {max_size} bytes unpacked")
+            for info in members:
+                parts = _member_parts(info.filename)
+                if parts is None or stat.S_ISLNK(info.external_attr >> 16):
+                    skipped.append(info.filename)
+                    continue
+                target = os.path.join(dest, *parts)
+                try:
+                    if info.is_dir():
+                        os.makedirs(target, exist_ok=True)
+                        continue
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    # sizes are checked against the header while reading
+                    with archive.open(info) as source, open(target, "wb") as sink:
+                        shutil.copyfileobj(source, sink)
+                except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                    skipped.append(info.filename)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as e:
+        raise UnpackError(str(e) or type(e).__name__) from None
+    return skipped
+
+
+def _doczip_link(record: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if record is None:
+        return None
+    links = [
+        link
+        for link in record.get("+elinks") or []
+        if isinstance(link, Mapping) and link.get("rel") == "doczip" and isinstance(link.get("entrypath"), str)
+    ]
+    return links[-1] if links else None
+
+
+def _read_marker(tree: str) -> str | None:
+    try:
+        with open(os.path.join(tree, DOCS_MARKER)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+class DocsHook:
+    """
+    Unpacks each version's newest documentation zip into
+    C{<serverdir>/+docs/<user>/<index>/<project>/<version>/}, and removes
+    that tree when the version, its doczip or the index goes away.
+    """
+
+    name = "docs"
+    _log = Logger()
+
+    def __init__(self, serverdir: str, files_dir: str, max_unpacked: int = MAX_UNPACKED) -> None:
+        self._serverdir = serverdir
+        self._root = os.path.join(serverdir, DOCS)
+        self._temp = os.path.join(serverdir, DOCS_TEMP)
+        self._files_dir = files_dir
+        self._max = max_unpacked
+        self._swept = False
+
+    def __call__(self, serial: int, changes: dict[str, Any]) -> None:
+        if not self._swept:
+            # only the event processor calls hooks: what is here was left by a crash
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._swept = True
+        for change in version_changes(changes):
+            tree = os.path.join(self._root, change.user, change.index, change.project, change.version)
+            link = _doczip_link(change.record)
+            if link is None:
+                self._remove(tree)
+            else:
+                self._unpack(serial, change, link, tree)
+        for user, index in deleted_stages(changes):
+            _remove_tree(os.path.join(self._root, user, index))
+            _prune_empty(os.path.join(self._root, user), self._root)
+
+    def _remove(self, tree: str) -> None:
+        _remove_tree(tree)
+        _prune_empty(os.path.dirname(tree), self._root)
+
+    def _unpack(self, serial: int, change: VersionChange, link: Mapping[str, Any], tree: str) -> None:
+        entrypath = link["entrypath"]
+        if not all(map(safe_segment, entrypath.split("/"))):
+            self._log.warn("Unsafe doczip path {entrypath} at serial {serial}", entrypath=entrypath, serial=serial)
+            return
+        zip_path = os.path.join(self._files_dir, entrypath)
+        if not os.path.isfile(zip_path):
+            # removed by a later serial, or not yet replicated: a later serial decides
+            return
+        hashes = link.get("hashes")
+        stamp = str(hashes.get("sha256") if isinstance(hashes, Mapping) and hashes.get("sha256") else entrypath)
+        if os.path.isdir(tree) and _read_marker(tree) == stamp:
+            return
+        os.makedirs(self._temp, exist_ok=True)
+        fresh = tempfile.mkdtemp(dir=self._temp)
+        try:
+            skipped = extract_zip(zip_path, fresh, self._max)
+        except UnpackError as e:
+            shutil.rmtree(fresh)
+            self._log.warn(
+                "Docs of {stage} {project} {version} not unpacked: {reason}",
+                stage=change.stage,
+                project=change.project,
+                version=change.version,
+                reason=str(e),
+            )
+            self._remove(tree)
+            return
+        if skipped:
+            self._log.warn(
+                "Left out of the docs of {stage} {project} {version}: {names}",
+                stage=change.stage,
+                project=change.project,
+                version=change.version,
+                names=skipped,
+            )
+        with open(os.path.join(fresh, DOCS_MARKER), "w") as f:
+            f.write(stamp)
+        self._swap(fresh, tree)
+
+    def _swap(self, fresh: str, tree: str) -> None:
+        """
+        Put C{fresh} in C{tree}'s place.  A directory cannot be renamed over
+        a non-empty one: the old tree is renamed aside first, so readers see
+        either tree, or for an instant none.
+        """
+        os.makedirs(os.path.dirname(tree), exist_ok=True)
+        old = None
+        if os.path.lexists(tree):
+            old = os.path.join(self._temp, uuid.uuid4().hex)
+            os.rename(tree, old)
+        os.rename(fresh, tree)
+        if old is not None:
+            _remove_tree(old)
+
+
+# -- descriptions -----------------------------------------------------------
+
+
+def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+    main, *params = value.split(";")
+    found = {}
+    for param in params:
+        key, _, val = param.partition("=")
+        found[key.strip().lower()] = val.strip().strip('"')
+    return main.strip().lower(), found
+
+
+def _plain(description: str) -> str:
+    from readme_renderer import txt
+
+    return txt.render(description) or escape(description)
+
+
+def render_description(description: str, content_type: str = "") -> tuple[str, bool]:
+    """
+    HTML for a long description, rendered as PyPI does: C{(html, ok)} where
+    C{ok} is false when its markup failed and escaped plain text was used.
+    """
+    if not description.strip():
+        return "", True
+    main, params = _parse_content_type(content_type)
+    rendered: str | None
+    try:
+        if main in ("", "text/x-rst"):
+            from readme_renderer import rst
+
+            rendered = rst.render(description)
+        elif main == "text/markdown":
+            from readme_renderer import markdown
+
+            variant = params.get("variant", "GFM")
+            rendered = markdown.render(description, variant=variant if variant in ("GFM", "CommonMark") else "GFM")
+        else:
+            return _plain(description), main == "text/plain"
+    except Exception:
+        rendered = None
+    if rendered is None:
+        return _plain(description), False
+    return rendered, True
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+class DescriptionHook:
+    """
+    Renders each version's C{description} to
+    C{<serverdir>/+rendered/<user>/<index>/<project>/<version>.html}.
+    """
+
+    name = "description"
+    _log = Logger()
+
+    def __init__(self, serverdir: str) -> None:
+        self._serverdir = serverdir
+        self._root = os.path.join(serverdir, RENDERED)
+
+    def __call__(self, serial: int, changes: dict[str, Any]) -> None:
+        for change in version_changes(changes):
+            path = os.path.join(self._root, change.user, change.index, change.project, change.version + ".html")
+            if change.record is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                _prune_empty(os.path.dirname(path), self._root)
+                continue
+            description = change.record.get("description") or ""
+            content_type = change.record.get("description_content_type") or ""
+            html, ok = render_description(str(description), str(content_type))
+            if not ok and content_type != "text/plain":
+                self._log.info(
+                    "Description of {stage} {project} {version} shown as plain text",
+                    stage=change.stage,
+                    project=change.project,
+                    version=change.version,
+                )
+            _write_atomically(path, html.encode("utf-8"))
+        for user, index in deleted_stages(changes):
+            _remove_tree(os.path.join(self._root, user, index))
+            _prune_empty(os.path.join(self._root, user), self._root)
+
+
+# -- search -----------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    project TEXT NOT NULL,
+    version TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    UNIQUE (stage, project, version)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS entries_text USING fts5(
+    name, summary, description, keywords,
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+"""
+# bm25 weights of name, summary, description, keywords
+_RANK = "bm25(entries_text, 10.0, 4.0, 1.0, 3.0)"
+
+
+def open_search(serverdir: str) -> sqlite3.Connection:
+    """
+    The search database, created if missing.  WAL and a busy timeout let
+    the event processor write while other processes read.
+    """
+    conn = sqlite3.connect(
+        os.path.join(serverdir, SEARCH_DB), timeout=30, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version=1")
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def match_expression(query: str) -> str:
+    """
+    An FTS5 query for the words of C{query}: each word a quoted phrase
+    matched as a prefix, all required.  Words without a letter or digit
+    are left out; C{""} when nothing is left.
+    """
+    words = [word for word in query.split() if any(c.isalnum() for c in word)]
+    return " ".join('"' + word.replace('"', '""') + '"*' for word in words)
+
+
+def _keywords(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value or "")
+
+
+def search(serverdir: str, query: str, limit: int = 50) -> list[dict[str, str]]:
+    """Private versions matching C{query}, best first."""
+    expression = match_expression(query)
+    if not expression or limit <= 0:
+        return []
+    conn = open_search(serverdir)
+    try:
+        rows = conn.execute(
+            "SELECT e.stage, e.project, e.version, e.summary FROM entries_text "
+            "JOIN entries AS e ON e.id = entries_text.rowid "
+            f"WHERE entries_text MATCH ? ORDER BY {_RANK}, e.stage, e.project, e.id DESC LIMIT ?",
+            (expression, limit),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [{"stage": s, "project": p, "version": v, "summary": summary} for s, p, v, summary in rows]
+
+
+class SearchHook:
+    """
+    Keeps C{<serverdir>/search.sqlite}: one row per private version with
+    its name, summary, description and keywords.
+    """
+
+    name = "search"
+
+    def __init__(self, serverdir: str) -> None:
+        self._serverdir = serverdir
+
+    def __call__(self, serial: int, changes: dict[str, Any]) -> None:
+        versions = list(version_changes(changes))
+        stages = deleted_stages(changes)
+        if not versions and not stages:
+            return
+        conn = open_search(self._serverdir)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for change in versions:
+                    self._update(conn, change)
+                for user, index in stages:
+                    stage = f"{user}/{index}"
+                    conn.execute(
+                        "DELETE FROM entries_text WHERE rowid IN (SELECT id FROM entries WHERE stage = ?)", (stage,)
+                    )
+                    conn.execute("DELETE FROM entries WHERE stage = ?", (stage,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _update(self, conn: sqlite3.Connection, change: VersionChange) -> None:
+        where = (change.stage, change.project, change.version)
+        row = conn.execute("SELECT id FROM entries WHERE stage = ? AND project = ? AND version = ?", where).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM entries_text WHERE rowid = ?", (row[0],))
+        record = change.record
+        if record is None:
+            if row is not None:
+                conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
+            return
+        summary = str(record.get("summary") or "")
+        if row is None:
+            rowid = conn.execute(
+                "INSERT INTO entries (stage, project, version, summary) VALUES (?, ?, ?, ?)", (*where, summary)
+            ).lastrowid
+        else:
+            rowid = row[0]
+            conn.execute("UPDATE entries SET summary = ? WHERE id = ?", (summary, rowid))
+        name = str(record.get("name") or change.project)
+        if name != change.project:
+            name = f"{name} {change.project}"
+        conn.execute(
+            "INSERT INTO entries_text (rowid, name, summary, description, keywords) VALUES (?, ?, ?, ?, ?)",
+            (rowid, name, summary, str(record.get("description") or ""), _keywords(record.get("keywords"))),
+        )

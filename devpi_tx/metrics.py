@@ -1,0 +1,66 @@
+"""
+Counters of one server process in the Prometheus text format: requests by
+route and status, a latency histogram, upstream fetches, cache hits, serials.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def route_of(method: bytes, path: bytes) -> str:
+    """A coarse route name for a request path (bounded label values)."""
+    parts = path.split(b"/")
+    if len(parts) > 1 and parts[1].startswith(b"+"):
+        return parts[1].decode("ascii", "replace")
+    if len(parts) >= 4 and parts[3] in (b"+simple", b"+f", b"+e"):
+        if parts[3] == b"+simple":
+            return "simple_list" if len(parts) <= 5 and not parts[-1] else "simple_project"
+        return "file"
+    if len(parts) >= 4 and b"+doc" in parts:
+        return "doc"
+    return {0: "root", 1: "user", 2: "index", 3: "project"}.get(len([p for p in parts if p]), "version")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def observe(self, method: bytes, path: bytes, code: int, seconds: float) -> None:
+        self.requests[(method.decode("ascii", "replace"), route_of(method, path), code)] += 1
+        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+        self.latency_count += 1
+
+    def render(self, gauges: Iterable[tuple[str, str, str, float]]) -> bytes:
+        """The text exposition format; C{gauges}: (name, type, help, value)."""
+        out = [
+            "# HELP devpi_tx_requests_total HTTP requests by method, route and status.",
+            "# TYPE devpi_tx_requests_total counter",
+        ]
+        for (method, route, code), count in sorted(self.requests.items()):
+            out.append(f'devpi_tx_requests_total{{method="{method}",route="{route}",status="{code}"}} {count}')
+        out += [
+            "# HELP devpi_tx_request_seconds Time to answer a request.",
+            "# TYPE devpi_tx_request_seconds histogram",
+        ]
+        total = 0
+        for bound, count in zip((*BUCKETS, float("inf")), self.buckets, strict=True):
+            total += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f'devpi_tx_request_seconds_bucket{{le="{le}"}} {total}')
+        out.append(f"devpi_tx_request_seconds_sum {self.latency_sum}")
+        out.append(f"devpi_tx_request_seconds_count {self.latency_count}")
+        for name, kind, help_text, value in gauges:
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return ("\n".join(out) + "\n").encode("utf-8")
+
+
+Gauges = Callable[[], Iterable[tuple[str, str, str, float]]]

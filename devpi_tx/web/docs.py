@@ -1,0 +1,95 @@
+"""
+What devpi-web adds to the URL space (spec 1.1): unpacked documentation
+under C{/U/I/P/V/+doc/} and a search over private projects at C{/+search}.
+Both read what L{devpi_tx.hooks} wrote.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.web.iweb import IRequest
+
+from devpi_tx import hooks
+from devpi_tx.model import normalize_name, not_found
+from devpi_tx.web.common import Base, app
+from devpi_tx.web.filesend import send_file
+
+LATEST = "+latest"
+STABLE = "+stable"
+
+
+def locate_doc(serverdir: str, user: str, index: str, project: str, version: str, rest: str) -> tuple[str, bool]:
+    """
+    The file answering C{+doc/<rest>} and whether the client must first be
+    sent to C{rest + "/"} (a directory asked for without its slash, so that
+    relative links resolve).  C{version} may be C{+latest} or C{+stable}.
+
+    @raise APIError: 404 for anything not found or outside the docs.
+    """
+    root = hooks.docs_root(serverdir, user, index, project)
+    if root is None:
+        raise not_found("no such documentation")
+    if version in (LATEST, STABLE):
+        versions = hooks.doc_versions(serverdir, user, index, project)
+        if version == STABLE:
+            versions = [v for v in versions if hooks.is_stable(v)]
+        if not versions:
+            raise not_found(f"no documentation for {project} on {user}/{index}")
+        version = versions[-1]
+    segments = rest.split("/") if rest else []
+    directory = not segments or segments[-1] == ""
+    if segments and directory:
+        segments.pop()
+    if not hooks.safe_segment(version) or not all(map(hooks.safe_segment, segments)) or segments[:1] == [hooks.DOCS_MARKER]:
+        raise not_found("no such documentation file")
+    tree = os.path.join(root, version)
+    path = os.path.join(tree, *segments)
+    real_tree = os.path.realpath(tree)
+    real = os.path.realpath(path)
+    if real != real_tree and not real.startswith(real_tree + os.sep):
+        raise not_found("no such documentation file")
+    if os.path.isdir(path):
+        if not directory:
+            return path, True
+        path = os.path.join(path, "index.html")
+    if not os.path.isfile(path):
+        raise not_found(f"no documentation file {rest or 'index.html'} for {project} {version} on {user}/{index}")
+    return path, False
+
+
+class DocRoutes(Base):
+    @app.route("/<user>/<index>/<project>/<version>/+doc", methods=["GET", "HEAD"])
+    def docs_noslash(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
+        _, _, query = request.uri.partition(b"?")
+        location = self._base_url(request).encode() + request.path + b"/"
+        request.redirect(location + (b"?" + query if query else b""))
+        return b""
+
+    @app.route("/<user>/<index>/<project>/<version>/+doc/", methods=["GET", "HEAD"])
+    @app.route("/<user>/<index>/<project>/<version>/+doc/<path:rest>", methods=["GET", "HEAD"])
+    async def docs_file(
+        self, request: IRequest, user: str, index: str, project: str, version: str, rest: str = ""
+    ) -> bytes:
+        _, _, query = request.uri.partition(b"?")
+        suffix = b"?" + query if query else b""
+        normalized = normalize_name(project)
+        if normalized != project:
+            parts = request.path.split(b"/")
+            parts[3] = normalized.encode()
+            request.redirect(self._base_url(request).encode() + b"/".join(parts) + suffix)
+            return b""
+        serverdir = self._config.serverdir
+        path, add_slash = await self._run(locate_doc, serverdir, user, index, normalized, version, rest)
+        if add_slash:
+            request.redirect(self._base_url(request).encode() + request.path + b"/" + suffix)
+            return b""
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return await send_file(request, path)
+
+    @app.route("/+search", methods=["GET"])
+    async def search_projects(self, request: IRequest) -> bytes:
+        args = request.args or {}  # type: ignore[attr-defined]
+        query = (args.get(b"q") or [b""])[0].decode("utf-8", "replace")
+        results = await self._run(hooks.search, self._config.serverdir, query)
+        return self._reply(request, "list:searchresult", results)

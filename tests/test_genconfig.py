@@ -1,0 +1,396 @@
+"""
+Deployment files written by L{devpi_tx.genconfig}: paths and arguments, and
+each file checked by the tool that reads it (nginx, systemd-analyze) or
+parsed the way its reader parses it (supervisor, cron).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sysconfig
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from devpi_tx.genconfig import NGINX_CACHE, gen_config, proxy_address, server_args
+
+FILES = [
+    "devpi.service",
+    "nginx-devpi.conf",
+    "nginx-devpi-caching.conf",
+    "supervisor-devpi.conf",
+    "supervisord.conf",
+    "crontab",
+]
+
+# Debian keeps nginx in /usr/sbin, which is not on every user's PATH
+_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name, path=_SEARCH_PATH)
+    if path is None:
+        raise AssertionError(f"{name} is needed to check the generated files: apt-get install -y {package}")
+    return path
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _unit(path: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(path)
+    return parser
+
+
+def _systemd_words(line: str) -> list[str]:
+    # systemd's quoting as used by the generator: POSIX-like double quotes
+    # with backslash escapes, and %% / $$ for literal % and $
+    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(line)]
+
+
+def _supervisor(path: str) -> configparser.ConfigParser:
+    # supervisor expands %(here)s, the directory of the file, and %% to %
+    parser = configparser.ConfigParser(defaults={"here": os.path.dirname(path)})
+    parser.read(path)
+    return parser
+
+
+class GeneratedFilesTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.cwd = os.getcwd()
+        os.chdir(self.base)
+        self.addCleanup(os.chdir, self.cwd)
+        self.twistd = os.path.join(sysconfig.get_path("scripts"), "twistd")
+        self.user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def generate(
+        self, argv: list[str], serverdir: str = "server", expiry: int = 1800, host: str = "localhost"
+    ) -> list[str]:
+        os.makedirs(serverdir, exist_ok=True)
+        return gen_config(argv, serverdir, host, 4040, expiry, outdir="out/gen-config")
+
+    def test_files_and_paths(self) -> None:
+        """
+        The six files are written into the output directory, which is created,
+        and their absolute paths come back in a fixed order.
+        """
+        paths = self.generate(["--serverdir", "server"])
+        outdir = os.path.join(self.base, "out", "gen-config")
+        self.assertEqual(paths, [os.path.join(outdir, name) for name in FILES])
+        self.assertEqual(sorted(os.listdir(outdir)), sorted(FILES))
+
+    def test_overwrites(self) -> None:
+        """Files already in the output directory are replaced."""
+        outdir = os.path.join(self.base, "out", "gen-config")
+        os.makedirs(outdir)
+        with open(os.path.join(outdir, "devpi.service"), "w") as f:
+            f.write("old contents, much longer than anything the generator writes\n" * 100)
+        self.generate(["--serverdir", "server", "--port", "5050"])
+        text = _read(os.path.join(outdir, "devpi.service"))
+        self.assertNotIn("old contents", text)
+        self.assertIn("--port 5050", text)
+
+    def test_service_command(self) -> None:
+        """
+        The systemd unit runs this environment's twistd with the given
+        options, path options made absolute and C{--gen-config} dropped, as
+        the current user, restarting on failure and stopped with SIGTERM.
+        """
+        paths = self.generate(
+            ["--serverdir", "server", "--port", "4040", "--gen-config", "--configfile=conf/devpi.yml", "--workers", "2"]
+        )
+        unit = _unit(paths[0])
+        self.assertEqual(unit.sections(), ["Unit", "Service", "Install"])
+        service = unit["Service"]
+        self.assertEqual(
+            _systemd_words(service["ExecStart"]),
+            [
+                self.twistd,
+                "-n",
+                "--pidfile=",
+                "devpi",
+                "--serverdir",
+                os.path.join(self.base, "server"),
+                "--port",
+                "4040",
+                f"--configfile={os.path.join(self.base, 'conf', 'devpi.yml')}",
+                "--workers",
+                "2",
+            ],
+        )
+        self.assertTrue(os.path.isabs(self.twistd))
+        self.assertEqual(service["User"], self.user)
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertEqual(service["KillSignal"], "SIGTERM")
+        self.assertEqual(unit["Install"]["WantedBy"], "multi-user.target")
+
+    def test_service_verifies(self) -> None:
+        """
+        C{systemd-analyze verify} accepts the unit without a remark, also
+        when paths hold spaces, quotes, C{%} and C{$}.
+        """
+        serverdir = "server dir %i \"q\" 'a'"
+        secretfile = "a;b $HOME\\n"
+        paths = self.generate(["--serverdir", serverdir, "--secretfile", secretfile], serverdir=serverdir)
+        self.assertEqual(
+            _systemd_words(_unit(paths[0])["Service"]["ExecStart"])[4:],
+            ["--serverdir", os.path.join(self.base, serverdir), "--secretfile", os.path.join(self.base, secretfile)],
+        )
+        analyze = _tool("systemd-analyze", "systemd")
+        result = subprocess.run([analyze, "verify", paths[0]], capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertNotIn("devpi.service", output)
+
+    def nginx_test(self, path: str) -> None:
+        """
+        Run C{nginx -t} on the generated file included in a minimal
+        configuration whose logs, pid and temporary files stay in a temp dir.
+        """
+        nginx = _tool("nginx", "nginx")
+        text = _read(path)
+        # nginx -t binds the listen address, which needs root for port 80;
+        # the copy under test listens on an unprivileged port instead
+        self.assertEqual(text.count("listen 80;"), 1)
+        site = os.path.join(self.base, "site.conf")
+        with open(site, "w") as f:
+            f.write(text.replace("listen 80;", "listen 127.0.0.1:8041;"))
+        prefix = os.path.join(self.base, "nginx")
+        os.makedirs(prefix)
+        temp = "\n".join(
+            f"    {kind}_temp_path {os.path.join(prefix, kind)};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        wrapper = os.path.join(prefix, "nginx.conf")
+        with open(wrapper, "w") as f:
+            f.write(
+                f"pid {prefix}/nginx.pid;\n"
+                f"error_log {prefix}/error.log;\n"
+                "events {}\n"
+                "http {\n"
+                f"    access_log {prefix}/access.log;\n"
+                f"{temp}\n"
+                f"    include {site};\n"
+                "}\n"
+            )
+        result = subprocess.run(
+            [nginx, "-t", "-p", prefix, "-e", os.path.join(prefix, "startup.log"), "-c", wrapper],
+            capture_output=True,
+            text=True,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertIn("test is successful", output)
+
+    def test_nginx_site(self) -> None:
+        """
+        The plain site passes C{nginx -t}; it serves stored files from the
+        server directory's C{+files} for GET and HEAD and falls back to the
+        server, and proxies everything else with the outside URL.
+        """
+        serverdir = "server dir"
+        paths = self.generate(["--serverdir", serverdir], serverdir=serverdir)
+        self.nginx_test(paths[1])
+        text = _read(paths[1])
+        self.assertIn(f'root "{os.path.join(self.base, serverdir)}";', text)
+        self.assertIn("location ~ ^/[^/]+/[^/]+/\\+[ef]/ {", text)
+        self.assertIn("try_files /+files$uri @proxy_to_app;", text)
+        self.assertIn("expires max;", text)
+        self.assertIn('if ($request_method !~ "^(GET|HEAD)$") {', text)
+        self.assertIn("proxy_set_header X-Outside-URL $scheme://$http_host;", text)
+        self.assertIn("proxy_set_header X-Real-IP $remote_addr;", text)
+        self.assertIn("proxy_set_header X-Forwarded-Proto $scheme;", text)
+        self.assertIn("application/vnd.pypi.simple.v1+json", text)
+        self.assertIn("client_max_body_size 1g;", text)
+        self.assertRegex(text, r"location @proxy_to_app \{\n\s+proxy_pass http://127\.0\.0\.1:4040;\n.*\n\s+proxy_buffering off;")
+        self.assertRegex(text, r"location / \{\n\s+proxy_pass http://127\.0\.0\.1:4040;\n\s+\}")
+        self.assertNotIn("proxy_cache", text)
+
+    def test_nginx_caching_site(self) -> None:
+        """
+        The caching site passes C{nginx -t}; its cache lives in the server
+        directory and keeps simple pages for the mirror cache expiry.
+        """
+        paths = self.generate(["--serverdir", "server"], expiry=600)
+        self.nginx_test(paths[2])
+        text = _read(paths[2])
+        cache = os.path.join(self.base, "server", NGINX_CACHE)
+        self.assertTrue(os.path.isdir(cache))
+        self.assertLess(text.index(f'proxy_cache_path "{cache}" '), text.index("server {"))
+        self.assertIn("inactive=600s", text)
+        self.assertIn("proxy_cache_valid 200 600s;", text)
+        self.assertIn("location ~ ^/[^/]+/[^/]+/\\+simple/ {", text)
+        self.assertIn('proxy_cache_key "$scheme://$http_host$request_uri|$http_accept|$devpi_tx_installer";', text)
+        self.assertIn("proxy_no_cache $devpi_tx_no_cache $http_authorization $http_x_devpi_auth;", text)
+        # apart from the simple page location, the server block is the plain site's
+        plain = _read(paths[1])
+        server = re.sub(r"\n    # simple pages .*?\n    }\n", "", text[text.index("server {") :], flags=re.DOTALL)
+        self.assertEqual(server, plain[plain.index("server {") :])
+
+    def test_nginx_cache_selection(self) -> None:
+        """
+        The caching site's maps pick installers by devpi's User-Agent regex
+        and PEP 691 clients by Accept; anything else bypasses the cache.
+        """
+        text = _read(self.generate([])[2])
+        agent = re.search(r'map \$http_user_agent \$devpi_tx_installer \{\n\s+default 0;\n\s+"~(.*)" 1;', text)
+        accept = re.search(r'map \$http_accept \$devpi_tx_json \{\n\s+default 0;\n\s+"~\*(.*)" 1;', text)
+        assert agent is not None and accept is not None
+        for ua, installer in [
+            ("pip/24.0 {\"ci\":null}", True),
+            ("uv/0.4.18", True),
+            ("Python-urllib/3.11 setuptools/68.0", True),
+            ("pex/2.1", True),
+            ("Mozilla/5.0 (X11; Linux x86_64)", False),
+            ("devpi-client/7.3.0", False),
+            ("curl/8.0", False),
+        ]:
+            self.assertEqual(bool(re.match(agent.group(1), ua)), installer, ua)
+        for header, json_api in [
+            ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01", True),
+            ("Application/VND.PyPI.Simple.v1+JSON", True),
+            ("text/html", False),
+            ("application/json", False),
+        ]:
+            self.assertEqual(bool(re.search(accept.group(1), header, re.IGNORECASE)), json_api, header)
+        self.assertIn('map "$devpi_tx_installer$devpi_tx_json" $devpi_tx_no_cache {\n    default 0;\n    "00" 1;\n}', text)
+
+    def test_supervisor(self) -> None:
+        """
+        The supervisor program runs the same command as the systemd unit,
+        also with C{%} in a path, and supervisord.conf includes it.
+        """
+        serverdir = "server 100%"
+        paths = self.generate(["--serverdir", serverdir, "--port", "4040"], serverdir=serverdir)
+        program = _supervisor(paths[3])["program:devpi"]
+        expected = _systemd_words(_unit(paths[0])["Service"]["ExecStart"])
+        self.assertEqual(shlex.split(program["command"]), expected)
+        self.assertEqual(expected[4:6], ["--serverdir", os.path.join(self.base, serverdir)])
+        self.assertEqual(program["user"], self.user)
+        self.assertEqual(program["stopsignal"], "TERM")
+        self.assertEqual(program["stdout_logfile"], os.path.join(os.path.dirname(paths[3]), "devpi.log"))
+        main = _supervisor(paths[4])
+        self.assertEqual(main["include"]["files"], "supervisor-devpi.conf")
+        self.assertEqual(main["supervisorctl"]["serverurl"], f"unix://{os.path.dirname(paths[4])}/supervisor.sock")
+        self.assertEqual(
+            main["rpcinterface:supervisor"]["supervisor.rpcinterface_factory"],
+            "supervisor.rpcinterface:make_main_rpcinterface",
+        )
+        for section in ("unix_http_server", "supervisord"):
+            self.assertIn(section, main)
+
+    def test_crontab(self) -> None:
+        """The crontab holds a commented C{@reboot} line starting supervisord with the generated config."""
+        paths = self.generate([])
+        lines = _read(paths[5]).splitlines()
+        self.assertTrue(all(line.startswith("#") for line in lines))
+        reboot = [line for line in lines if line.startswith("# @reboot ")]
+        self.assertEqual(len(reboot), 1)
+        self.assertEqual(
+            shlex.split(reboot[0][len("# @reboot ") :]),
+            [os.path.join(os.path.dirname(self.twistd), "supervisord"), "-c", paths[4]],
+        )
+
+    def test_crontab_percent(self) -> None:
+        """cron reads C{%} as a line break, so a C{%} in a path is escaped."""
+        paths = gen_config([], "server", "localhost", 4040, 1800, outdir="100%")
+        self.assertIn(f"-c {os.path.join(self.base, '100')}\\%/supervisord.conf\n", _read(paths[5]))
+
+    def test_explicit_twistd_and_user(self) -> None:
+        """A given twistd (made absolute) and user are used instead of the defaults."""
+        paths = gen_config([], "server", "localhost", 4040, 1800, outdir="out", twistd="bin/twistd", user="devpi")
+        service = _unit(paths[0])["Service"]
+        self.assertEqual(_systemd_words(service["ExecStart"])[0], os.path.join(self.base, "bin", "twistd"))
+        self.assertEqual(service["User"], "devpi")
+        self.assertIn("with `crontab -e` as devpi.", _read(paths[5]))
+        self.assertIn(f"@reboot {os.path.join(self.base, 'bin', 'supervisord')} -c", _read(paths[5]))
+
+    def test_listen_address(self) -> None:
+        """nginx proxies to the address the server listens on."""
+        paths = self.generate([], host="10.0.0.7")
+        self.assertIn("proxy_pass http://10.0.0.7:4040;", _read(paths[1]))
+
+    def test_dollar_in_serverdir(self) -> None:
+        """nginx cannot take a path with C{$}: that is an error, not a broken config."""
+        error = self.assertRaises(ValueError, self.generate, [], serverdir="a$b")
+        self.assertIn("a$b", str(error))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "out")))
+
+
+class ServerArgsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cwd = os.getcwd()
+
+    def test_absolute_paths(self) -> None:
+        """Path options become absolute in both spellings; other arguments stay as they are."""
+        home = os.path.expanduser("~")
+        self.assertEqual(
+            server_args(
+                [
+                    "--serverdir=srv",
+                    "--configfile",
+                    "~/devpi.yml",
+                    "--secretfile",
+                    "/etc/secret",
+                    "--logger-cfg=log.json",
+                    "--host",
+                    "0.0.0.0",
+                    "--outside-url=https://pypi.example/x",
+                    "--offline-mode",
+                ],
+                "ignored",
+            ),
+            [
+                f"--serverdir={os.path.join(self.cwd, 'srv')}",
+                "--configfile",
+                os.path.join(home, "devpi.yml"),
+                "--secretfile",
+                "/etc/secret",
+                f"--logger-cfg={os.path.join(self.cwd, 'log.json')}",
+                "--host",
+                "0.0.0.0",
+                "--outside-url=https://pypi.example/x",
+                "--offline-mode",
+            ],
+        )
+
+    def test_serverdir_added(self) -> None:
+        """
+        Without C{--serverdir} in the arguments (it came from the
+        environment or a config file) the one in effect is added.
+        """
+        self.assertEqual(
+            server_args(["--gen-config", "--port", "4040"], "data/srv"),
+            ["--serverdir", os.path.join(self.cwd, "data", "srv"), "--port", "4040"],
+        )
+
+    def test_missing_value(self) -> None:
+        """A path option without its value is an error."""
+        error = self.assertRaises(ValueError, server_args, ["--port", "1", "--configfile"], "srv")
+        self.assertEqual(str(error), "--configfile needs a value")
+
+    def test_proxy_address(self) -> None:
+        """Wildcard and local addresses are reached over loopback; others as they are."""
+        for host, expected in [
+            ("localhost", "127.0.0.1:3141"),
+            ("0.0.0.0", "127.0.0.1:3141"),
+            ("*", "127.0.0.1:3141"),
+            ("127.0.0.1", "127.0.0.1:3141"),
+            ("::", "[::1]:3141"),
+            ("[::1]", "[::1]:3141"),
+            ("fd00::7", "[fd00::7]:3141"),
+            ("[fd00::7]", "[fd00::7]:3141"),
+            ("devpi.internal", "devpi.internal:3141"),
+        ]:
+            self.assertEqual(proxy_address(host, 3141), expected, host)

@@ -1,0 +1,120 @@
+"""
+The command line: devpi's option names, environment, YAML config file,
+precedence and one-line errors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from devpi_tx.metrics import Metrics, route_of
+from devpi_tx.options import Options, worker_options
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        saved = {k: v for k, v in os.environ.items() if k.startswith(("DEVPISERVER_", "DEVPI_SERVERDIR"))}
+        for key in saved:
+            del os.environ[key]
+
+        def restore() -> None:
+            for key in [k for k in os.environ if k.startswith(("DEVPISERVER_", "DEVPI_SERVERDIR"))]:
+                del os.environ[key]
+            os.environ.update(saved)
+
+        self.addCleanup(restore)
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def error(self, *argv: str) -> str:
+        """Parse C{argv} expecting the one-line error and exit status 2."""
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as caught:
+            self.parse(*argv)
+        self.assertEqual(caught.exception.code, 2)
+        text = stderr.getvalue()
+        self.assertEqual(text.count("\n"), 1, text)
+        self.assertTrue(text.startswith("twistd devpi: error: "), text)
+        return text
+
+    def config_file(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """Defaults are devpi's: localhost:3141, 1 GiB bodies, 1800 s mirror expiry."""
+        options = self.parse("--serverdir", "/srv/d")
+        self.assertEqual(options["listen-addresses"], [("localhost", 3141)])
+        self.assertEqual(options["max-request-body-size"], 1 << 30)
+        self.assertEqual(options["mirror-cache-expiry"], 1800)
+        self.assertEqual(options["workers"], 0)
+        self.assertFalse(options["offline-mode"])
+
+    def test_precedence(self) -> None:
+        """Command line beats environment beats config file beats default."""
+        path = self.config_file("devpi-server:\n  port: 4000\n  host: 0.0.0.0\n  offline-mode: yes\n  mirror-cache-expiry: 60\n")
+        os.environ["DEVPISERVER_PORT"] = "5000"
+        options = self.parse("--configfile", path, "--serverdir", "/x")
+        self.assertEqual(options["listen-addresses"], [("0.0.0.0", 5000)])
+        self.assertTrue(options["offline-mode"])
+        self.assertEqual(options["mirror-cache-expiry"], 60)
+        options = self.parse("--configfile", path, "--serverdir", "/x", "--port", "6000")
+        self.assertEqual(options["port"], 6000)
+        os.environ["DEVPISERVER_SERVERDIR"] = "/from/env"
+        self.assertEqual(self.parse()["serverdir"], "/from/env")
+
+    def test_listen(self) -> None:
+        """--listen is repeatable, knows IPv6 and '*', and excludes --host/--port."""
+        options = self.parse("--listen", "127.0.0.1:1", "--listen", "[::1]:2", "--listen", "*:3")
+        self.assertEqual(options["listen-addresses"], [("127.0.0.1", 1), ("::1", 2), ("0.0.0.0", 3)])
+        self.assertIn("--listen cannot be combined", self.error("--listen", "127.0.0.1:1", "--port", "9"))
+        self.assertIn("HOST:PORT", self.error("--listen", "nowhere"))
+
+    def test_bad_values(self) -> None:
+        """Bad values are one line on stderr and exit status 2."""
+        self.assertIn("--port must be an integer", self.error("--port", "x"))
+        self.assertIn("unknown storage backend", self.error("--storage", "mongo"))
+        self.assertIn("--workers must not be negative", self.error("--workers", "-1"))
+        self.assertIn("cannot be combined", self.error("--init", "--fsck"))
+        self.assertIn("--nonsense not recognized", self.error("--nonsense"))
+        self.assertIn("expects yes or no", self.error("--configfile", self.config_file("devpi-server:\n  offline-mode: maybe\n")))
+        self.assertIn("unknown option 'shoe'", self.error("--configfile", self.config_file("devpi-server:\n  shoe: 1\n")))
+        self.assertIn("not valid YAML", self.error("--configfile", self.config_file("devpi-server: [\n")))
+        self.assertIn("cannot read config file", self.error("--configfile", "/does/not/exist"))
+
+    def test_worker_options(self) -> None:
+        """Workers get the options that shape answers, not the one-shot actions."""
+        options = self.parse("--serverdir", "/d", "--offline-mode", "--restrict-modify", "root", "--workers", "2")
+        args = worker_options(options)
+        self.assertEqual(args[:2], ["--serverdir", "/d"])
+        self.assertIn("--offline-mode", args)
+        self.assertIn("root", args)
+        self.assertNotIn("--workers", args)
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_routes_and_text(self) -> None:
+        """Requests are counted by a bounded route name; the text format has the histogram."""
+        self.assertEqual(route_of(b"GET", b"/alice/dev/+simple/pkg/"), "simple_project")
+        self.assertEqual(route_of(b"GET", b"/alice/dev/+simple/"), "simple_list")
+        self.assertEqual(route_of(b"GET", b"/alice/dev/+f/abc/def/x.whl"), "file")
+        self.assertEqual(route_of(b"GET", b"/+api"), "+api")
+        self.assertEqual(route_of(b"PATCH", b"/alice/dev"), "index")
+        metrics = Metrics()
+        metrics.observe(b"GET", b"/alice/dev/+simple/pkg/", 200, 0.003)
+        metrics.observe(b"GET", b"/alice/dev/+simple/pkg/", 200, 2.0)
+        text = metrics.render([("devpi_tx_serial", "gauge", "serial", 7)]).decode()
+        self.assertIn('devpi_tx_requests_total{method="GET",route="simple_project",status="200"} 2', text)
+        self.assertIn('devpi_tx_request_seconds_bucket{le="0.005"} 1', text)
+        self.assertIn('devpi_tx_request_seconds_bucket{le="+Inf"} 2', text)
+        self.assertIn("devpi_tx_serial 7", text)
