@@ -132,9 +132,7 @@ def gen_config(
     supervisord = os.path.join(os.path.dirname(twistd), "supervisord")
     conf = os.path.join(outdir, "supervisord.conf")
     files = {
-        "devpi.service": _render(
-            "devpi.service", user=user, command=" ".join(_systemd_quote(a) for a in command)
-        ),
+        "devpi.service": _render("devpi.service", user=user, command=" ".join(_systemd_quote(a) for a in command)),
         "nginx-devpi.conf": plain,
         "nginx-devpi-caching.conf": caching,
         "supervisor-devpi.conf": _render(

@@ -185,7 +185,7 @@ class GeneratedFilesTests(SynchronousTestCase):
                 "}\n"
             )
         result = subprocess.run(
-            [nginx, "-t", "-p", prefix, "-e", os.path.join(prefix, "startup.log"), "-c", wrapper],
+            [nginx, "-t", "-p", prefix, "-c", wrapper],
             capture_output=True,
             text=True,
         )
@@ -213,7 +213,9 @@ class GeneratedFilesTests(SynchronousTestCase):
         self.assertIn("proxy_set_header X-Forwarded-Proto $scheme;", text)
         self.assertIn("application/vnd.pypi.simple.v1+json", text)
         self.assertIn("client_max_body_size 1g;", text)
-        self.assertRegex(text, r"location @proxy_to_app \{\n\s+proxy_pass http://127\.0\.0\.1:4040;\n.*\n\s+proxy_buffering off;")
+        self.assertRegex(
+            text, r"location @proxy_to_app \{\n\s+proxy_pass http://127\.0\.0\.1:4040;\n.*\n\s+proxy_buffering off;"
+        )
         self.assertRegex(text, r"location / \{\n\s+proxy_pass http://127\.0\.0\.1:4040;\n\s+\}")
         self.assertNotIn("proxy_cache", text)
 
@@ -248,7 +250,7 @@ class GeneratedFilesTests(SynchronousTestCase):
         accept = re.search(r'map \$http_accept \$devpi_tx_json \{\n\s+default 0;\n\s+"~\*(.*)" 1;', text)
         assert agent is not None and accept is not None
         for ua, installer in [
-            ("pip/24.0 {\"ci\":null}", True),
+            ('pip/24.0 {"ci":null}', True),
             ("uv/0.4.18", True),
             ("Python-urllib/3.11 setuptools/68.0", True),
             ("pex/2.1", True),
@@ -258,13 +260,18 @@ class GeneratedFilesTests(SynchronousTestCase):
         ]:
             self.assertEqual(bool(re.match(agent.group(1), ua)), installer, ua)
         for header, json_api in [
-            ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01", True),
+            (
+                "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
+                True,
+            ),
             ("Application/VND.PyPI.Simple.v1+JSON", True),
             ("text/html", False),
             ("application/json", False),
         ]:
             self.assertEqual(bool(re.search(accept.group(1), header, re.IGNORECASE)), json_api, header)
-        self.assertIn('map "$devpi_tx_installer$devpi_tx_json" $devpi_tx_no_cache {\n    default 0;\n    "00" 1;\n}', text)
+        self.assertIn(
+            'map "$devpi_tx_installer$devpi_tx_json" $devpi_tx_no_cache {\n    default 0;\n    "00" 1;\n}', text
+        )
 
     def test_supervisor(self) -> None:
         """
