@@ -6,6 +6,7 @@ file however many clients ask at once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -29,6 +31,7 @@ from devpi_tx.releases import http_date
 from devpi_tx.upstream import Upstream, UpstreamError
 
 STALL_TIMEOUT = 30.0
+LOCK_POLL = 0.05
 
 
 class _Discard(Protocol):
@@ -117,6 +120,32 @@ def _abort(request: IRequest) -> None:
         abort()
 
 
+class _CrossProcessLock:
+    """A non-blocking C{flock} on a per-file lock file, shared by the tree's processes."""
+
+    def __init__(self, files_dir: str, relpath: str) -> None:
+        directory = os.path.join(files_dir, ".locks")
+        os.makedirs(directory, exist_ok=True)
+        self._path = os.path.join(directory, hashlib.sha1(relpath.encode()).hexdigest())
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 class MirrorFiles:
     _log = Logger()
 
@@ -140,8 +169,32 @@ class MirrorFiles:
         if self._downloads.busy(relpath):
             await self._downloads.run(relpath, self._never)
             return False
-        await self._downloads.run(relpath, lambda: self._download(request, relpath, entry, mirror_url))
+        lock = _CrossProcessLock(self._files_dir, relpath)
+        if not lock.acquire():
+            # another process of the tree downloads it: wait, then serve from disk
+            await self._downloads.run(relpath, lambda: self._await_other(lock, relpath))
+            if await self._cached(relpath):
+                return False
+            lock = _CrossProcessLock(self._files_dir, relpath)
+            while not lock.acquire():
+                await deferLater(self._reactor, LOCK_POLL, lambda: None)
+        try:
+            await self._downloads.run(relpath, lambda: self._download(request, relpath, entry, mirror_url))
+        finally:
+            lock.release()
         return True
+
+    async def _cached(self, relpath: str) -> bool:
+        poll = getattr(self._store, "poll", None)
+        if poll is not None:
+            await poll()
+        entry = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
+        return bool(entry and entry.get("last_modified") and os.path.exists(os.path.join(self._files_dir, relpath)))
+
+    async def _await_other(self, lock: _CrossProcessLock, relpath: str) -> None:
+        while not lock.acquire():
+            await deferLater(self._reactor, LOCK_POLL, lambda: None)
+        lock.release()
 
     async def _never(self) -> None:  # pragma: no cover - only runs when no download is under way
         raise AssertionError("no download under way")

@@ -38,7 +38,39 @@ def temp_dir(files_dir: str) -> str:
 
 
 def temp_name(files_dir: str) -> str:
-    return os.path.join(temp_dir(files_dir), uuid.uuid4().hex + "-tmp")
+    """A new temporary file name that records the writing process's pid."""
+    return os.path.join(temp_dir(files_dir), f"{uuid.uuid4().hex}-{os.getpid()}-tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(files_dir: str) -> list[str]:
+    """
+    Remove temporary files whose writing process is gone (a crash or a
+    kill): their metadata never committed.  Returns the removed names.
+    """
+    path = os.path.join(files_dir, ".tmp")
+    removed = []
+    if not os.path.isdir(path):
+        return removed
+    for name in os.listdir(path):
+        parts = name.split("-")
+        pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+        if pid is None or pid == os.getpid() or not _alive(pid):
+            try:
+                os.unlink(os.path.join(path, name))
+                removed.append(name)
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+    return removed
 
 
 def prepare_stream(files_dir: str, source: BinaryIO) -> PreparedFile:

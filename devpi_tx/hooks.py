@@ -79,10 +79,18 @@ def deleted_stages(changes: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _remove_tree(path: str) -> None:
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
+    """Remove a directory tree; a symlink in its place is unlinked, not followed."""
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def text(value: Any) -> str:
+    """A metadata value as text that encodes to UTF-8 (JSON may carry lone surrogates)."""
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
+    return str(value or "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _prune_empty(path: str, stop: str) -> None:
@@ -364,9 +372,8 @@ class DescriptionHook:
                     os.unlink(path)
                 _prune_empty(os.path.dirname(path), self._root)
                 continue
-            description = change.record.get("description") or ""
-            content_type = change.record.get("description_content_type") or ""
-            html, ok = render_description(str(description), str(content_type))
+            content_type = text(change.record.get("description_content_type"))
+            html, ok = render_description(text(change.record.get("description")), content_type)
             if not ok and content_type != "text/plain":
                 self._log.info(
                     "Description of {stage} {project} {version} shown as plain text",
@@ -437,12 +444,6 @@ def match_expression(query: str) -> str:
     return " ".join('"' + word.replace('"', '""') + '"*' for word in words)
 
 
-def _keywords(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return " ".join(str(v) for v in value)
-    return str(value or "")
-
-
 def search(serverdir: str, query: str, limit: int = 50) -> list[dict[str, str]]:
     """Private versions matching C{query}, best first."""
     expression = match_expression(query)
@@ -506,7 +507,7 @@ class SearchHook:
             if row is not None:
                 conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
             return
-        summary = str(record.get("summary") or "")
+        summary = text(record.get("summary"))
         if row is None:
             rowid = conn.execute(
                 "INSERT INTO entries (stage, project, version, summary) VALUES (?, ?, ?, ?)", (*where, summary)
@@ -514,10 +515,10 @@ class SearchHook:
         else:
             rowid = row[0]
             conn.execute("UPDATE entries SET summary = ? WHERE id = ?", (summary, rowid))
-        name = str(record.get("name") or change.project)
+        name = text(record.get("name")) or change.project
         if name != change.project:
             name = f"{name} {change.project}"
         conn.execute(
             "INSERT INTO entries_text (rowid, name, summary, description, keywords) VALUES (?, ?, ?, ?, ?)",
-            (rowid, name, summary, str(record.get("description") or ""), _keywords(record.get("keywords"))),
+            (rowid, name, summary, text(record.get("description")), text(record.get("keywords"))),
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from devpi_tx import keys
 from devpi_tx.auth import hash_password
+from devpi_tx.files import remove_stale_temp_files
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.model import root_pypi_config
 from devpi_tx.store.sqlite import init_database, migrate
@@ -74,7 +75,8 @@ class ServerDir:
         drop temporary files a crash left (their metadata never committed).
         """
         migrate(self.database)
-        tmp = os.path.join(self.files, ".tmp")
-        if os.path.isdir(tmp):
-            for name in os.listdir(tmp):
-                os.unlink(os.path.join(tmp, name))
+        remove_stale_temp_files(self.files)
+        locks = os.path.join(self.files, ".locks")
+        if os.path.isdir(locks):  # download locks: no process of the tree runs yet
+            for name in os.listdir(locks):
+                os.unlink(os.path.join(locks, name))

@@ -26,6 +26,7 @@ from twisted.web.client import Agent
 from devpi_tx.auth import TokenSigner, load_secret
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
+from devpi_tx.dump import DumpError
 from devpi_tx.events import EventProcessor, Hook
 from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
@@ -85,6 +86,13 @@ def _configure_logging(options: Options) -> None:
     globalLogPublisher.addObserver(STDLibLogObserver(name="devpi_tx"))
 
 
+def _report(stats: Any) -> None:
+    for warning in getattr(stats, "warnings", []):
+        print(f"warning: {warning}")
+    for skipped in getattr(stats, "skipped", []):
+        print(f"skipped: {skipped}")
+
+
 def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     """Run a one-shot action; its exit status, or C{None} to serve."""
     from devpi_tx import dump, fsck
@@ -100,7 +108,8 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
             root_passwd_hash=options["root-passwd-hash"],
             progress=dump.progress_printer(),
         )
-        print(f"imported into {serverdir.path}: {stats}")
+        _report(stats)
+        print(f"imported {options['import']} into {serverdir.path}")
         return 0
     if not serverdir.is_initialised() and (options["export"] or options["fsck"]):
         _fail(f"{serverdir.path} is not an initialised server directory")
@@ -112,12 +121,13 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
             include_mirrored_files=options["include-mirrored-files"],
             progress=dump.progress_printer(),
         )
-        print(f"exported {serverdir.path} to {options['export']}: {stats}")
+        _report(stats)
+        print(f"exported {serverdir.path} to {options['export']}")
         return 0
     if options["fsck"]:
         report = fsck.fsck(serverdir.path, checksum=not options["no-checksum"])
-        print(report.text() if hasattr(report, "text") else report)
-        return 0 if report.ok else 1
+        print(report.text())
+        return int(report.status)
     if options["gen-config"]:
         from devpi_tx.genconfig import gen_config
 
@@ -157,7 +167,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                     sys.exit(0)
             elif options["init"]:
                 _fail(f"{serverdir.path} is already initialised")
-        status = _one_shot(options, serverdir)
+        try:
+            status = _one_shot(options, serverdir)
+        except (DumpError, StorageError) as e:
+            sys.stderr.write(f"fatal: {e}\n")
+            sys.exit(1)
         if status is not None:
             sys.exit(status)
         if not serverdir.is_initialised():
