@@ -21,10 +21,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
 from twisted.logger import Logger
-
-from devpi_tx.model import version_key
 
 DOCS = "+docs"
 # unpacking happens here, beside DOCS on the same file system, so that a
@@ -56,6 +53,15 @@ class VersionChange:
     def stage(self) -> str:
         return f"{self.user}/{self.index}"
 
+    @property
+    def segments(self) -> tuple[str, str, str, str]:
+        return (self.user, self.index, self.project, self.version)
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Log fields naming the version."""
+        return {"stage": self.stage, "project": self.project, "version": self.version}
+
 
 def version_changes(changes: Mapping[str, Any]) -> Iterator[VersionChange]:
     """The version records among C{changes}; keys unsafe as paths are skipped."""
@@ -70,12 +76,8 @@ def version_changes(changes: Mapping[str, Any]) -> Iterator[VersionChange]:
 
 def deleted_stages(changes: Mapping[str, Any]) -> list[tuple[str, str]]:
     """C{(user, index)} of every index whose configuration was deleted."""
-    found = []
-    for key, value in changes.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "i" and value is None and all(map(safe_segment, parts[1:])):
-            found.append((parts[1], parts[2]))
-    return found
+    deleted = (key.split("/") for key, value in changes.items() if value is None)
+    return [(p[1], p[2]) for p in deleted if len(p) == 3 and p[0] == "i" and all(map(safe_segment, p[1:]))]
 
 
 def _remove_tree(path: str) -> None:
@@ -103,30 +105,14 @@ def _prune_empty(path: str, stop: str) -> None:
         path = os.path.dirname(path)
 
 
+def _remove_below(root: str, *segments: str) -> None:
+    """Remove C{root/segments...} and the directories it leaves empty."""
+    path = os.path.join(root, *segments)
+    _remove_tree(path)
+    _prune_empty(os.path.dirname(path), root)
+
+
 # -- documentation ----------------------------------------------------------
-
-
-def docs_root(serverdir: str, user: str, index: str, project: str) -> str | None:
-    """Where the unpacked docs of C{project}'s versions live, or C{None} for unsafe names."""
-    if not all(map(safe_segment, (user, index, project))):
-        return None
-    return os.path.join(serverdir, DOCS, user, index, project)
-
-
-def doc_versions(serverdir: str, user: str, index: str, project: str) -> list[str]:
-    """The versions of C{project} with unpacked docs, oldest first (PEP 440)."""
-    root = docs_root(serverdir, user, index, project)
-    if root is None or not os.path.isdir(root):
-        return []
-    found = [name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name))]
-    return sorted(found, key=version_key)
-
-
-def is_stable(version: str) -> bool:
-    try:
-        return not Version(version).is_prerelease
-    except InvalidVersion:
-        return False
 
 
 def _member_parts(name: str) -> list[str] | None:
@@ -222,19 +208,14 @@ class DocsHook:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._swept = True
         for change in version_changes(changes):
-            tree = os.path.join(self._root, change.user, change.index, change.project, change.version)
+            tree = os.path.join(self._root, *change.segments)
             link = _doczip_link(change.record)
             if link is None:
-                self._remove(tree)
+                _remove_below(self._root, *change.segments)
             else:
                 self._unpack(serial, change, link, tree)
         for user, index in deleted_stages(changes):
-            _remove_tree(os.path.join(self._root, user, index))
-            _prune_empty(os.path.join(self._root, user), self._root)
-
-    def _remove(self, tree: str) -> None:
-        _remove_tree(tree)
-        _prune_empty(os.path.dirname(tree), self._root)
+            _remove_below(self._root, user, index)
 
     def _unpack(self, serial: int, change: VersionChange, link: Mapping[str, Any], tree: str) -> None:
         entrypath = link["entrypath"]
@@ -255,22 +236,12 @@ class DocsHook:
             skipped = extract_zip(zip_path, fresh, self._max)
         except UnpackError as e:
             shutil.rmtree(fresh)
-            self._log.warn(
-                "Docs of {stage} {project} {version} not unpacked: {reason}",
-                stage=change.stage,
-                project=change.project,
-                version=change.version,
-                reason=str(e),
-            )
-            self._remove(tree)
+            self._log.warn("Docs of {stage} {project} {version} not unpacked: {reason}", reason=str(e), **change.fields)
+            _remove_below(self._root, *change.segments)
             return
         if skipped:
             self._log.warn(
-                "Left out of the docs of {stage} {project} {version}: {names}",
-                stage=change.stage,
-                project=change.project,
-                version=change.version,
-                names=skipped,
+                "Left out of the docs of {stage} {project} {version}: {names}", names=skipped, **change.fields
             )
         with open(os.path.join(fresh, DOCS_MARKER), "w") as f:
             f.write(stamp)
@@ -366,25 +337,17 @@ class DescriptionHook:
 
     def __call__(self, serial: int, changes: dict[str, Any]) -> None:
         for change in version_changes(changes):
-            path = os.path.join(self._root, change.user, change.index, change.project, change.version + ".html")
+            *parents, version = change.segments
             if change.record is None:
-                if os.path.exists(path):
-                    os.unlink(path)
-                _prune_empty(os.path.dirname(path), self._root)
+                _remove_below(self._root, *parents, version + ".html")
                 continue
             content_type = text(change.record.get("description_content_type"))
             html, ok = render_description(text(change.record.get("description")), content_type)
             if not ok and content_type != "text/plain":
-                self._log.info(
-                    "Description of {stage} {project} {version} shown as plain text",
-                    stage=change.stage,
-                    project=change.project,
-                    version=change.version,
-                )
-            _write_atomically(path, html.encode("utf-8"))
+                self._log.info("Description of {stage} {project} {version} shown as plain text", **change.fields)
+            _write_atomically(os.path.join(self._root, *parents, version + ".html"), html.encode("utf-8"))
         for user, index in deleted_stages(changes):
-            _remove_tree(os.path.join(self._root, user, index))
-            _prune_empty(os.path.join(self._root, user), self._root)
+            _remove_below(self._root, user, index)
 
 
 # -- search -----------------------------------------------------------------

@@ -8,15 +8,39 @@ from __future__ import annotations
 
 import os
 
+from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
 from devpi_tx import hooks
-from devpi_tx.model import normalize_name, not_found
+from devpi_tx.model import normalize_name, not_found, version_key
 from devpi_tx.web.common import Base, app
 from devpi_tx.web.filesend import send_file
 
 LATEST = "+latest"
 STABLE = "+stable"
+
+
+def docs_root(serverdir: str, user: str, index: str, project: str) -> str | None:
+    """Where the unpacked docs of C{project}'s versions live, or C{None} for unsafe names."""
+    if not all(map(hooks.safe_segment, (user, index, project))):
+        return None
+    return os.path.join(serverdir, hooks.DOCS, user, index, project)
+
+
+def doc_versions(serverdir: str, user: str, index: str, project: str) -> list[str]:
+    """The versions of C{project} with unpacked docs, oldest first (PEP 440)."""
+    root = docs_root(serverdir, user, index, project)
+    if root is None or not os.path.isdir(root):
+        return []
+    found = [name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name))]
+    return sorted(found, key=version_key)
+
+
+def is_stable(version: str) -> bool:
+    try:
+        return not Version(version).is_prerelease
+    except InvalidVersion:
+        return False
 
 
 def locate_doc(serverdir: str, user: str, index: str, project: str, version: str, rest: str) -> tuple[str, bool]:
@@ -27,13 +51,13 @@ def locate_doc(serverdir: str, user: str, index: str, project: str, version: str
 
     @raise APIError: 404 for anything not found or outside the docs.
     """
-    root = hooks.docs_root(serverdir, user, index, project)
+    root = docs_root(serverdir, user, index, project)
     if root is None:
         raise not_found("no such documentation")
     if version in (LATEST, STABLE):
-        versions = hooks.doc_versions(serverdir, user, index, project)
+        versions = doc_versions(serverdir, user, index, project)
         if version == STABLE:
-            versions = [v for v in versions if hooks.is_stable(v)]
+            versions = [v for v in versions if is_stable(v)]
         if not versions:
             raise not_found(f"no documentation for {project} on {user}/{index}")
         version = versions[-1]
@@ -41,7 +65,11 @@ def locate_doc(serverdir: str, user: str, index: str, project: str, version: str
     directory = not segments or segments[-1] == ""
     if segments and directory:
         segments.pop()
-    if not hooks.safe_segment(version) or not all(map(hooks.safe_segment, segments)) or segments[:1] == [hooks.DOCS_MARKER]:
+    if (
+        not hooks.safe_segment(version)
+        or not all(map(hooks.safe_segment, segments))
+        or segments[:1] == [hooks.DOCS_MARKER]
+    ):
         raise not_found("no such documentation file")
     tree = os.path.join(root, version)
     path = os.path.join(tree, *segments)
@@ -89,7 +117,7 @@ class DocRoutes(Base):
 
     @app.route("/+search", methods=["GET"])
     async def search_projects(self, request: IRequest) -> bytes:
-        args = request.args or {}  # type: ignore[attr-defined]
+        args: dict[bytes, list[bytes]] = request.args or {}
         query = (args.get(b"q") or [b""])[0].decode("utf-8", "replace")
         results = await self._run(hooks.search, self._config.serverdir, query)
         return self._reply(request, "list:searchresult", results)
