@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11",
     packages=["devpi_tx", "devpi_tx.store", "devpi_tx.web", "twisted.plugins"],
     package_data={
+        "devpi_tx": ["etc/*.in"],
         "devpi_tx.store": ["schema/*.sql"],
         "twisted": ["plugins/devpi_tx_plugin.py"],
     },
@@ -26,6 +27,7 @@ setup(
         "packaging==26.3",
         "multipart==2.0.1",
         "PyYAML==6.0.3",
+        "readme_renderer==46.0",
     ],
     extras_require={
         "test": [

@@ -61,6 +61,7 @@ class _Tee(Protocol):
         # fires with a one-item list: a Failure as a result would errback
         self.done: Deferred[list[Failure]] = Deferred()
         self._timer: Any = None
+        self._client_timer: Any = None
         self._paused_by_client = False
 
     def connectionMade(self) -> None:
@@ -93,6 +94,8 @@ class _Tee(Protocol):
             self.held = data
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._client_timer is not None and self._client_timer.active():
+            self._client_timer.cancel()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._timer is None and not reason.check(ResponseDone, PotentialDataLoss):
@@ -103,11 +106,24 @@ class _Tee(Protocol):
     def pauseProducing(self) -> None:
         self._paused_by_client = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
+        if self._client_timer is None:
+            self._client_timer = self.reactor.callLater(self.stall, self._client_stalled)
 
     def resumeProducing(self) -> None:
+        if self._client_timer is not None and self._client_timer.active():
+            self._client_timer.cancel()
+        self._client_timer = None
         if self._paused_by_client:
             self._paused_by_client = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _client_stalled(self) -> None:
+        """A client that stops reading must not hold the download for others."""
+        self._client_timer = None
+        request = self.request
+        self.detach()
+        if request is not None:
+            _abort(request)
 
     def stopProducing(self) -> None:
         self.detach()

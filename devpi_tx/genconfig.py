@@ -30,13 +30,10 @@ _HERE = Path(__file__).resolve().parent
 
 def template_dir() -> Path:
     """
-    The directory with the templates: C{devpi_tx/etc} in an installed
-    package, else the top-level C{etc/} of a source checkout.
+    The directory with the templates: C{devpi_tx/etc}, a link to the
+    top-level C{etc/} in a checkout and a copy in an installed package.
     """
-    packaged = _HERE / "etc"
-    if packaged.is_dir():
-        return packaged
-    return _HERE.parent / "etc"
+    return _HERE / "etc"
 
 
 def server_args(argv: list[str], serverdir: str) -> list[str]:

@@ -117,6 +117,7 @@ class Options(usage.Options):
         sys.exit(0)
 
     def parseOptions(self, options: Any = None) -> None:
+        self.raw_args = list(options if options is not None else sys.argv[1:])
         try:
             super().parseOptions(options)
         except usage.UsageError as e:

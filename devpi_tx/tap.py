@@ -132,7 +132,7 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
         from devpi_tx.genconfig import gen_config
 
         written = gen_config(
-            sys.argv[1:],
+            getattr(options, "raw_args", []),
             serverdir=serverdir.path,
             host=options["listen-addresses"][0][0],
             port=options["listen-addresses"][0][1],
@@ -140,6 +140,8 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
         )
         for path in written:
             print(f"wrote {path}")
+        if not options["configfile"]:
+            print("hint: keep the options in a --configfile, so every tool can share them")
         return 0
     return None
 
@@ -155,7 +157,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     _configure_logging(options)
     serverdir = ServerDir(options["serverdir"])
     try:
-        if not worker and not options["import"] and not options["export"] and not options["fsck"]:
+        if not worker and not any(options[a] for a in ("import", "export", "fsck", "gen-config")):
             if not serverdir.is_initialised():
                 serverdir.initialise(
                     root_password=options["root-passwd"] or "",

@@ -69,7 +69,7 @@ class ServerProcess:
 
     async def start(self) -> ServerProcess:
         argv = [
-            bin_path("twistd"), "-n", "devpi",
+            bin_path("twistd"), "-n", "--pidfile=", "devpi",
             "--serverdir", self.serverdir, "--host", "127.0.0.1", "--port", "0", *self.args,
         ]
         self._transport = reactor.spawnProcess(self._protocol, argv[0], argv, env=dict(os.environ))

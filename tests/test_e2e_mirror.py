@@ -13,11 +13,26 @@ from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import Protocol
 from twisted.web.server import Site
 
 from tests.fakeupstream import FakeUpstream
-from tests.processes import ServerProcess, bin_path, run
+from tests.processes import ServerProcess, bin_path, eventually, run
 from tests.test_e2e_clients import _ServerCase, _send, get_json_post
+
+
+class _HangUp(Protocol):
+    """Reads the first bytes of a body, then drops the connection."""
+
+    def __init__(self) -> None:
+        self.gone: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: object = None) -> None:
+        if not self.gone.called:
+            self.gone.callback(None)
 
 
 class MirrorEndToEndTests(_ServerCase):
@@ -118,3 +133,42 @@ class MirrorEndToEndTests(_ServerCase):
         self.assertEqual(stale.code, 200)
         self.assertIn(b"gamma-1.0-py3-none-any.whl", await self.client_content(stale))
         self.assertIn(b"no-cache", stale.headers.getRawHeaders(b"Cache-Control")[0])
+
+    async def test_client_disconnect_keeps_download(self) -> None:
+        """A client that goes away mid-download does not stop the file from being cached."""
+        server, up = await self.start()
+        slow = up.add("slow", "1.0", size=2_000_000)
+        sha = hashlib.sha256(slow.data).hexdigest()
+        await (await self.client.get(f"{server.url}/root/pypi/+simple/slow/")).content()
+        path = f"/files/{slow.filename}"
+        up.trickle[path] = (64 * 1024, 0.02)
+        started: Deferred[None] = Deferred()
+        up.first_bytes[path] = started
+        response = await self.client.get(
+            f"{server.url}/root/pypi/+f/{sha[:3]}/{sha[3:16]}/{slow.filename}", unbuffered=True
+        )
+        await started
+        hangup = _HangUp()
+        response.deliverBody(hangup)
+        await hangup.gone
+        target = os.path.join(server.serverdir, "+files", "root", "pypi", "+f", sha[:3], sha[3:16], slow.filename)
+        self.assertTrue(await eventually(lambda: os.path.exists(target), timeout=20))
+        with open(target, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha)
+        self.assertEqual(up.requests[path], 1)
+
+    async def test_one_download_across_workers(self) -> None:
+        """Concurrent requests spread over worker processes still cause one upstream download."""
+        server, up = await self.start("--workers", "2")
+        while server.output.count(f"starting on {server.port}") < 3:
+            await server.wait_for(rb"starting on %d" % server.port)
+        wide = up.add("wide", "1.0", size=2_000_000)
+        sha = hashlib.sha256(wide.data).hexdigest()
+        await (await self.client.get(f"{server.url}/root/pypi/+simple/wide/")).content()
+        path = f"/files/{wide.filename}"
+        up.trickle[path] = (128 * 1024, 0.03)
+        url = f"{server.url}/root/pypi/+f/{sha[:3]}/{sha[3:16]}/{wide.filename}"
+        responses = await gatherResults([self.client.get(url) for _ in range(12)])
+        bodies = await gatherResults([r.content() for r in responses])
+        self.assertEqual({hashlib.sha256(b).hexdigest() for b in bodies}, {sha})
+        self.assertEqual(up.requests[path], 1)
