@@ -27,7 +27,8 @@ setup(
         "packaging==26.3",
         "multipart==2.0.1",
         "PyYAML==6.0.3",
-        "readme_renderer==46.0",
+        "readme_renderer[md]==46.0",
+        "comrak==0.0.16",
     ],
     extras_require={
         "test": [

@@ -28,6 +28,7 @@ from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
 from devpi_tx.dump import DumpError
 from devpi_tx.events import EventProcessor, Hook
+from devpi_tx.hooks import DescriptionHook, DocsHook, SearchHook
 from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, parse_restrict_modify
@@ -259,5 +260,5 @@ def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, 
 
 
 def make_hooks(serverdir: ServerDir) -> list[Hook]:
-    """The event hooks of the main instance."""
-    return []
+    """The event hooks of the main instance: docs, rendered descriptions, search."""
+    return [DocsHook(serverdir.path, serverdir.files), DescriptionHook(serverdir.path), SearchHook(serverdir.path)]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
 from twisted.trial.unittest import TestCase
 
-from tests.processes import Result, ServerProcess, bin_path, run
+from tests.processes import Result, ServerProcess, bin_path, eventually, run
 
 PYPROJECT = """\
 [build-system]
@@ -109,6 +110,11 @@ class DevpiClientTests(_ServerCase):
         self.assert_ok(await devpi("list"), "hello-e2e")
         listed = await devpi("list", "hello-e2e")
         self.assert_ok(listed, f"{server.url}/alice/dev/+f/", "hello_e2e-1.0-py3-none-any.whl")
+        docs_url = f"{server.url}/alice/dev/hello-e2e/1.0/+doc/index.html"
+        self.assertTrue(await eventually(lambda: _status_of(docs_url) == 200), "docs unpacked and served")
+        self.assertTrue(await eventually(lambda: _status_of(f"{server.url}/alice/dev/hello-e2e/+latest/+doc/") == 200))
+        found = await eventually(lambda: get_json(f"{server.url}/+search?q=hello")["result"])
+        self.assertEqual([(r["stage"], r["project"]) for r in found], [("alice/dev", "hello-e2e")])
         tested = await devpi("test", "hello-e2e==1.0")
         self.assert_ok(tested, "tox ran", "posting tox result data", "success")
         versiondata = get_json(f"{server.url}/alice/dev/hello-e2e/1.0")["result"]
@@ -188,6 +194,14 @@ class InstallerTests(_ServerCase):
             [bin_path("uv"), "pip", "install", "--no-cache", "--python", os.path.join(uvvenv, "bin", "python"), "--index-url", index, "twined==2.0"]
         )
         self.assert_ok(uv, "twined==2.0")
+
+
+def _status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
 
 
 def _auth_header(auth: tuple[str, str] | None) -> dict[str, str]:

@@ -147,3 +147,35 @@ class OperatorTests(_ServerCase):
         status = get_json(f"{worker.url}/+status")["result"]
         self.assertEqual(status["event-serial"], 0)
         self.assertIsNone(status["event-serial-in-sync-at"])
+
+
+class HookResumeTests(_ServerCase):
+    async def test_hooks_resume_after_restart(self) -> None:
+        """Hooks run in the main instance in serial order and resume after a restart."""
+        server = await self.start_server()
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+
+        def upload(target: ServerProcess, name: str) -> None:
+            body, ctype = multipart(upload_fields(name, "1.0", summary=f"about {name}"), [("content", *make_wheel(name, "1.0"))])
+            conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
+            conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+            self.assertEqual(conn.getresponse().status, 200)
+            conn.close()
+
+        def synced(target: ServerProcess) -> bool:
+            status = get_json(f"{target.url}/+status")["result"]
+            return bool(status["event-serial"] == status["serial"])
+
+        upload(server, "before")
+        self.assertTrue(await eventually(lambda: synced(server)))
+        await server.stop()
+        restarted = ServerProcess(server.serverdir, "--workers", "1")
+        await restarted.start()
+        self.addCleanup(restarted.stop)
+        upload(restarted, "after")
+        self.assertTrue(await eventually(lambda: synced(restarted)))
+        names = {r["project"] for r in get_json(f"{restarted.url}/+search?q=about")["result"]}
+        self.assertEqual(names, {"before", "after"})
+        rendered = os.path.join(server.serverdir, "+rendered", "root", "dev")
+        self.assertEqual(sorted(os.listdir(rendered)), ["after", "before"])

@@ -21,6 +21,7 @@ from devpi_tx.files import prepare_copy
 from devpi_tx.model import APIError, Identity, bad_request, metadata_from_form
 from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
+from devpi_tx.web.docs import DocRoutes
 from devpi_tx.web.files import FileRoutes
 from devpi_tx.web.forms import parse_form
 from devpi_tx.web.simple import SimpleRoutes
@@ -35,7 +36,7 @@ def _reason(message: str) -> bytes:
     return text.encode("latin-1", "replace")
 
 
-class IndexAPI(SimpleRoutes, FileRoutes):
+class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
     """The HTTP API of one server process."""
 
     app = app
