@@ -318,3 +318,28 @@ class OfflineTests(_MirrorBase):
         """In offline mode uncached projects are 404 and upstream gets no request."""
         self.assertEqual(self.page().code, 404)
         self.assertEqual(sum(self.up.requests.values()), 0)
+
+
+class MirrorOptionTests(_MirrorBase):
+    def test_external_urls(self) -> None:
+        """mirror_use_external_urls sends clients to upstream for uncached files."""
+        self.h.request("PATCH", "/root/pypi", ["mirror_use_external_urls=True"], user="root")
+        self.page()
+        reply = self.h.request("GET", self.file_path(self.wheel), headers={"Accept": "*/*"})
+        self.assertEqual(reply.code, 302)
+        self.assertEqual(reply.header("Location"), f"http://upstream.test/files/{self.wheel.filename}")
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 0)
+
+    def test_no_project_list(self) -> None:
+        """mirror_no_project_list never loads the upstream list; listings show cached projects."""
+        self.h.request("PATCH", "/root/pypi", ["mirror_no_project_list=True"], user="root")
+        self.up.extra_names = ["elsewhere"]
+        self.assertEqual(self.page().code, 200)
+        names = [p["name"] for p in self.page("/root/pypi/+simple/").json()["projects"]]
+        self.assertEqual(names, ["requests"])
+        self.assertEqual(self.up.requests["/simple/"], 0)
+
+    def test_web_url_fmt_kept(self) -> None:
+        """mirror_web_url_fmt is stored as given."""
+        reply = self.h.request("PATCH", "/root/pypi", ["mirror_web_url_fmt=https://example.org/p/{name}/"], user="root")
+        self.assertEqual(reply.json()["result"]["mirror_web_url_fmt"], "https://example.org/p/{name}/")
