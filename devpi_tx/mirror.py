@@ -21,7 +21,13 @@ from devpi_tx import keys
 from devpi_tx.coalesce import Coalescer
 from devpi_tx.interfaces import IStore, ITransaction
 from devpi_tx.model import APIError
-from devpi_tx.simpleparse import ParseError, UpstreamLink, parse_project_list, parse_project_page, project_of
+from devpi_tx.simpleparse import (
+    ParseError,
+    UpstreamLink,
+    parse_project_list,
+    parse_project_page,
+    project_of,
+)
 from devpi_tx.upstream import Fetched, Upstream, UpstreamError
 
 DEFAULT_EXPIRY = 1800

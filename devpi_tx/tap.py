@@ -35,7 +35,13 @@ from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.options import Options, worker_options
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
-from devpi_tx.supervisor import SharedListeners, WorkerListeners, WorkerSupervisor, die_with_parent, worker_argv
+from devpi_tx.supervisor import (
+    SharedListeners,
+    WorkerListeners,
+    WorkerSupervisor,
+    die_with_parent,
+    worker_argv,
+)
 from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.site import DevpiResource, DevpiSite
@@ -96,10 +102,10 @@ def _report(stats: Any) -> None:
 
 def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     """Run a one-shot action; its exit status, or C{None} to serve."""
-    from devpi_tx import dump, fsck
+    from devpi_tx import dump, dumpimport, fsck
 
     if options["import"]:
-        stats = dump.import_dump(
+        stats = dumpimport.import_dump(
             serverdir.path,
             options["import"],
             hard_links=options["hard-links"],

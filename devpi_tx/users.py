@@ -15,12 +15,12 @@ from devpi_tx.model import (
     Identity,
     Policy,
     apply_patch,
-    mask_url,
-    public_config,
     bad_request,
     check_name,
     forbidden,
+    mask_url,
     not_found,
+    public_config,
     validate_ixconfig,
 )
 

@@ -12,7 +12,12 @@ from typing import Any
 
 from devpi_tx import keys
 from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import mirrors_allowed, public_config, stage_resolution_order, version_key
+from devpi_tx.model import (
+    mirrors_allowed,
+    public_config,
+    stage_resolution_order,
+    version_key,
+)
 from devpi_tx.users import get_ixconfig
 
 

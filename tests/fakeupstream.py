@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zipfile
 import json
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any

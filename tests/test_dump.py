@@ -24,11 +24,11 @@ from devpi_tx.dump import (
     Progress,
     _link,
     export_dump,
-    import_dump,
     order_indexes,
     progress_printer,
     version_of,
 )
+from devpi_tx.dumpimport import import_dump
 from devpi_tx.fsck import fsck
 from tests.devpi_server import DevpiServer, devpi_venv
 from tests.helpers import APIHarness, make_sdist, make_wheel, multipart, upload_fields

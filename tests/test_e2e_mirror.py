@@ -11,14 +11,14 @@ import sys
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from tests.fakeupstream import FakeUpstream
 from tests.processes import ServerProcess, bin_path, eventually, run
-from tests.test_e2e_clients import _ServerCase, _send, get_json_post
+from tests.test_e2e_clients import _send, _ServerCase, get_json_post
 
 
 class _HangUp(Protocol):

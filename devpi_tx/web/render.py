@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from html import escape
 from collections.abc import Iterable, Iterator
+from html import escape
 from typing import Any
 
 from devpi_tx.views import Link
