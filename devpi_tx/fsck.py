@@ -109,7 +109,9 @@ class FsckReport:
         return "\n".join(out) + "\n"
 
 
-def _check(tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport) -> None:
+def _check(
+    tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport, refetch: list[str] | None = None
+) -> None:
     report.serial = tx.serial
     report.add("INFO", f"Checking at serial {tx.serial}")
     kinds: dict[str, str | None] = {}
@@ -128,12 +130,15 @@ def _check(tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport)
             if kinds[stage] == "mirror":
                 mirror_missing += 1
                 report.add("WARNING", f"Missing file {relpath}")
+                if refetch is not None:
+                    refetch.append(relpath)
             else:
                 missing += 1
                 report.add("ERROR", f"Missing file {relpath}")
             continue
         problem = _problem(path, entry, checksum)
-        if problem is None and entry.get("core_metadata"):
+        # uploads keep their PEP 658 file; mirrors only relay upstream's
+        if problem is None and entry.get("core_metadata") and kinds[stage] != "mirror":
             meta_path = os.path.join(files_dir, keys.metadata_relpath(relpath))
             if not os.path.isfile(meta_path):
                 problem = "metadata file missing"
@@ -142,7 +147,11 @@ def _check(tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport)
                 if got != entry["core_metadata"].get("sha256"):
                     problem = f"metadata sha256 mismatch, expected {entry['core_metadata'].get('sha256')}, got {got}"
         if problem is not None:
-            report.add("ERROR", f"{relpath} - {problem}")
+            if refetch is not None and kinds[stage] == "mirror":
+                refetch.append(relpath)
+                report.add("WARNING", f"{relpath} - {problem}; it will be fetched again")
+            else:
+                report.add("ERROR", f"{relpath} - {problem}")
     report.add("INFO", f"Finished with a total of {report.checked} files.")
     if mirror_missing:
         report.add("WARNING", f"A total of {mirror_missing} files are missing in mirrors.")
@@ -173,10 +182,22 @@ def _problem(path: str, entry: dict[str, object], checksum: bool) -> str | None:
     return None
 
 
-def fsck(serverdir: str, *, checksum: bool = True) -> FsckReport:
+def _forget_downloads(tx: ITransaction, relpaths: list[str]) -> None:
+    """Mark mirror files as not downloaded, so the next request fetches them again."""
+    for relpath in relpaths:
+        entry = tx.get(keys.file(relpath))
+        if isinstance(entry, dict) and entry.get("last_modified"):
+            entry = {k: v for k, v in entry.items() if k not in ("last_modified", "size")}
+            tx.set(keys.file(relpath), entry)
+            tx.remove_file(relpath)
+
+
+def fsck(serverdir: str, *, checksum: bool = True, refetch_mirror: bool = False) -> FsckReport:
     """
     Check every stored file of the server directory against its entry in
     one read snapshot; C{checksum=False} checks only existence and size.
+    With C{refetch_mirror}, missing or damaged mirror files are forgotten
+    (in one write) so that the next request downloads them again.
     """
     sdir = ServerDir(serverdir)
     if not sdir.is_initialised():
@@ -186,7 +207,11 @@ def fsck(serverdir: str, *, checksum: bool = True) -> FsckReport:
     report.add("INFO", f"uuid: {sdir.nodeinfo()['uuid']}")
     store = SQLiteStore(sdir.database, sdir.files)
     try:
-        run_now(store.read(lambda tx: _check(tx, sdir.files, checksum, report)))
+        broken: list[str] | None = [] if refetch_mirror else None
+        run_now(store.read(lambda tx: _check(tx, sdir.files, checksum, report, broken)))
+        if broken:
+            run_now(store.write(lambda tx: _forget_downloads(tx, broken)))
+            report.add("INFO", f"{len(broken)} mirror files will be fetched again on their next request.")
     finally:
         store.close()
     return report

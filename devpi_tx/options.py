@@ -49,6 +49,7 @@ OPTIONS: dict[str, tuple[Any, str, str]] = {
     "include-mirrored-files": (False, "flag", "export the cached files of mirror indexes too"),
     "fsck": (False, "flag", "check every stored file against its hash and size, and exit"),
     "no-checksum": (False, "flag", "with --fsck: check existence and size only"),
+    "fsck-refetch-mirror": (False, "flag", "with --fsck: forget missing or damaged mirror files so they are fetched again"),
     "gen-config": (False, "flag", "write example deployment configs into ./gen-config and exit"),
 }
 _TRUE = {"y", "yes", "t", "true", "on", "1"}

@@ -132,7 +132,9 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
         print(f"exported {serverdir.path} to {options['export']}")
         return 0
     if options["fsck"]:
-        report = fsck.fsck(serverdir.path, checksum=not options["no-checksum"])
+        report = fsck.fsck(
+            serverdir.path, checksum=not options["no-checksum"], refetch_mirror=options["fsck-refetch-mirror"]
+        )
         print(report.text())
         return int(report.status)
     if options["gen-config"]:

@@ -11,6 +11,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx import keys
+from devpi_tx.fsck import fsck
 from tests.fakeupstream import FakeUpstream
 from tests.helpers import APIHarness, make_wheel
 
@@ -343,3 +344,24 @@ class MirrorOptionTests(_MirrorBase):
         """mirror_web_url_fmt is stored as given."""
         reply = self.h.request("PATCH", "/root/pypi", ["mirror_web_url_fmt=https://example.org/p/{name}/"], user="root")
         self.assertEqual(reply.json()["result"]["mirror_web_url_fmt"], "https://example.org/p/{name}/")
+
+
+class FsckRefetchTests(_MirrorBase):
+    def test_damaged_mirror_file_fetched_again(self) -> None:
+        """fsck with refetch forgets a damaged mirror file; the next request downloads it again."""
+        self.page()
+        path = self.file_path(self.wheel)
+        self.h.request("GET", path, headers={"Accept": "*/*"})
+        ondisk = os.path.join(self.h.serverdir.files, path.lstrip("/"))
+        with open(ondisk, "r+b") as f:
+            f.write(b"broken")
+        report = fsck(self.h.serverdir.path, refetch_mirror=True)
+        self.assertTrue(report.ok, report.text())
+        self.assertIn("will be fetched again", report.text())
+        self.assertFalse(os.path.exists(ondisk))
+        self.successResultOf(self.h.store.poll())
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(reply.body, self.wheel.data)
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 2)
+        final = fsck(self.h.serverdir.path)
+        self.assertTrue(final.ok, final.text())
