@@ -39,6 +39,21 @@ class ServerDir:
     def nodeinfo_path(self) -> str:
         return os.path.join(self.path, NODEINFO)
 
+    def foreign(self) -> str | None:
+        """
+        A reason this directory must not be used: it holds devpi-server's
+        own database, which devpi_tx reads only through export and import.
+        """
+        if not os.path.exists(self.database) and any(
+            os.path.exists(os.path.join(self.path, name)) for name in (".serverversion", ".sqlite")
+        ):
+            return (
+                f"{self.path} is a devpi-server directory: export it with "
+                "'devpi-export DUMPDIR' and import the dump with "
+                "'twistd devpi --serverdir NEWDIR --import DUMPDIR'"
+            )
+        return None
+
     def is_initialised(self) -> bool:
         return os.path.exists(self.nodeinfo_path) and os.path.exists(self.database)
 

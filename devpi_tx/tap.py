@@ -165,6 +165,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         die_with_parent()
     _configure_logging(options)
     serverdir = ServerDir(options["serverdir"])
+    if serverdir.foreign() and not options["import"]:
+        _fail(str(serverdir.foreign()))
     try:
         if not worker and not any(options[a] for a in ("import", "export", "fsck", "gen-config")):
             if not serverdir.is_initialised():

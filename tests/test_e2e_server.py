@@ -179,3 +179,18 @@ class HookResumeTests(_ServerCase):
         self.assertEqual(names, {"before", "after"})
         rendered = os.path.join(server.serverdir, "+rendered", "root", "dev")
         self.assertEqual(sorted(os.listdir(rendered)), ["after", "before"])
+
+
+class ForeignDirTests(_ServerCase):
+    async def test_devpi_server_dir_refused(self) -> None:
+        """A devpi-server directory is refused with the export/import path, and left untouched."""
+        serverdir = os.path.abspath(self.mktemp())
+        os.makedirs(serverdir)
+        for name, text in ((".serverversion", "4"), (".sqlite", "")):
+            with open(os.path.join(serverdir, name), "w") as f:
+                f.write(text)
+        result = await run([bin_path("twistd"), "-n", "--pidfile=", "devpi", "--serverdir", serverdir])
+        self.assertEqual(result.code, 2)
+        self.assertIn("is a devpi-server directory", result.output)
+        self.assertIn("--import", result.output)
+        self.assertEqual(sorted(os.listdir(serverdir)), [".serverversion", ".sqlite"])
