@@ -35,22 +35,6 @@ def die_with_parent() -> None:
         pass
 
 
-def fair_accept(port: Any) -> Any:
-    """
-    Accept one connection per wake-up on a socket shared by several
-    processes, so keep-alive clients spread over all of them instead of
-    going to whichever process woke first.
-    """
-    original = port.doRead
-
-    def do_read() -> Any:
-        port.numberAccepts = 1
-        return original()
-
-    port.doRead = do_read
-    return port
-
-
 def listen_shared(reactor: Any, host: str, port: int, factory: Any) -> Any:
     """
     Listen with C{SO_REUSEPORT}: every process of the tree binds its own
@@ -71,9 +55,11 @@ def listen_shared(reactor: Any, host: str, port: int, factory: Any) -> Any:
 
 
 class SharedListeners(Service):
-    """Listening sockets opened by the main instance, served by every process."""
-
-    _log = Logger()
+    """
+    This process's C{SO_REUSEPORT} sockets on the tree's addresses: the main
+    instance binds first (learning the real port when 0 was asked for), each
+    worker binds the same addresses after it.
+    """
 
     def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
         self._reactor = reactor
@@ -87,27 +73,8 @@ class SharedListeners(Service):
             self.ports.append(listen_shared(self._reactor, host, port, self._factory))
 
     def addresses(self) -> list[tuple[str, int]]:
-        """The bound addresses (with the real port when 0 was asked for)."""
+        """The bound addresses, for the workers' command lines."""
         return [(port.getHost().host, port.getHost().port) for port in self.ports]
-
-    def stopService(self) -> Deferred[Any] | None:
-        super().stopService()
-        return DeferredList([port.stopListening() for port in self.ports])  # type: ignore[return-value]
-
-
-class WorkerListeners(Service):
-    """A worker's side: its own C{SO_REUSEPORT} sockets on the tree's addresses."""
-
-    def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
-        self._reactor = reactor
-        self._addresses = addresses
-        self._factory = factory
-        self.ports: list[Any] = []
-
-    def startService(self) -> None:
-        super().startService()
-        for host, port in self._addresses:
-            self.ports.append(listen_shared(self._reactor, host, port, self._factory))
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()

@@ -37,7 +37,6 @@ from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
 from devpi_tx.supervisor import (
     SharedListeners,
-    WorkerListeners,
     WorkerSupervisor,
     die_with_parent,
     worker_argv,
@@ -256,7 +255,7 @@ def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, 
         metrics=metrics,
     )
     if worker:
-        WorkerListeners(reactor, options["worker-listen"], site).setServiceParent(top)
+        SharedListeners(reactor, options["worker-listen"], site).setServiceParent(top)
     elif options["workers"]:
         listeners = SharedListeners(reactor, options["listen-addresses"], site)
         listeners.setServiceParent(top)
