@@ -277,10 +277,12 @@ def run_wrk(base: str, names: list[str], accept: str | None, duration: int, work
     }
 
 
-def spawn_server(devpi_venv: Path | None, work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, float]]:
+def spawn_server(devpi_venv: Path | None, work: Path,
+                 extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str, dict[str, float]]:  # fmt: skip
     """
     Spawn devpi-server (from devpi_venv) or devpi_tx (devpi_venv None) on a free port, server dir work/server,
     output to work/server.log, as leader of its own process group (stop() kills the group).
+    extra_args are appended to the server's command line (e.g. ("--workers", "2") for devpi_tx).
     Does not wait for readiness. Returns the process, its base URL and times: "spawned" (monotonic)
     and "init_s" (devpi-init, devpi-server only).
     """
@@ -297,6 +299,7 @@ def spawn_server(devpi_venv: Path | None, work: Path) -> tuple[subprocess.Popen[
         cmd = [str(devpi_venv / "bin" / "devpi-server"), *common]
     else:  # twistd -n, with the repo root importable so that twisted/plugins/ is found
         cmd = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "devpi", *common]
+    cmd += extra_args
     with logfile.open("wb") as logf:
         times["spawned"] = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
