@@ -199,6 +199,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
 
 def _serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, worker: bool) -> IService:
+    # uploads hash, write and commit in threads; while the reactor thread is
+    # busy with reads they wait for the GIL at every switch: keep that short
+    sys.setswitchinterval(0.0005)
     top = MultiService()
     read_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-read")
     write_pool = ThreadPool(minthreads=1, maxthreads=1, name="devpi-write")
