@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Any
 
-import yaml
 from twisted.python import usage
 
 from devpi_tx import __version__
@@ -61,6 +60,8 @@ def _env_name(name: str) -> str:
 
 
 def load_config_file(path: str) -> dict[str, Any]:
+    import yaml  # only with a config file: it costs a megabyte of memory
+
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Any
 
-import yaml
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -83,6 +82,8 @@ def _configure_logging(options: Options) -> None:
     path = options["logger-cfg"]
     if not path:
         return
+    import yaml
+
     try:
         with open(path) as f:
             config = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
