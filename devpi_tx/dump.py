@@ -201,7 +201,7 @@ class _Exporter:
                     self._write_index(out, tx, stage, config)
                 out.write("\n }\n}\n")
                 out.flush()
-                os.fsync(out.fileno())
+            os.sync()  # the files and the index reach the disk before the dump is named complete
         except BaseException:
             os.unlink(partial)
             raise
@@ -335,7 +335,8 @@ class _Exporter:
         size = _link(source, target, self.stats.warnings) if self._hard_links else None
         if size is None:
             self._hard_links = False
-            digests, size = digest_file(source, copy_to=target)
+            # one sync of the whole dump before dataindex.json, not one per file
+            digests, size = digest_file(source, copy_to=target, fsync=False)
             expected = desc["entrymapping"].get("hashes", {}).get("sha256")
             if expected and digests["sha256"] != expected:
                 raise DumpError(f"the stored file {relpath} does not match its sha256 {expected} (check with fsck)")

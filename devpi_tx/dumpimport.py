@@ -454,7 +454,13 @@ class _Writer:
         store = None
         try:
             sdir = ServerDir(staging)
-            sdir.initialise(root_password=root_passwd or "", root_pwhash=root_passwd_hash, root_pypi=root_pypi)
+            # the dump's root hash replaces the initial one anyway: hashing an
+            # empty password first would cost argon2's 64 MiB for nothing
+            initial_hash = root_passwd_hash
+            dump_root = self._plan.users.get("root") or {}
+            if root_passwd is None and initial_hash is None and isinstance(dump_root.get("pwhash"), str):
+                initial_hash = dump_root["pwhash"]
+            sdir.initialise(root_password=root_passwd or "", root_pwhash=initial_hash, root_pypi=root_pypi)
             store = SQLiteStore(sdir.database, sdir.files)
             keep_password = root_passwd is not None or root_passwd_hash is not None
             run_now(store.write(lambda tx: self._users(tx, keep_password)))
@@ -465,6 +471,8 @@ class _Writer:
                 run_now(store.write(lambda tx, p=project: self._project(tx, sdir.files, p, meter)))  # type: ignore[misc]
             store.close()
             store = None
+            # files were written without a sync each: one sync before the server exists
+            os.sync()
             # the node info goes last: without it the directory is no server yet
             for name in sorted(os.listdir(staging), key=lambda n: n == NODEINFO):
                 os.replace(os.path.join(staging, name), os.path.join(self._target, name))
@@ -513,7 +521,7 @@ class _Writer:
             temp = temp_name(files_dir)
             if self._hard_links is False or _link(item.source, temp, stats.warnings) is None:
                 self._hard_links = False
-                if digest_file(item.source, copy_to=temp)[0]["sha256"] != item.digests["sha256"]:
+                if digest_file(item.source, copy_to=temp, fsync=False)[0]["sha256"] != item.digests["sha256"]:
                     raise DumpError(f"{item.where} changed while it was imported")
             tx.place_file(temp, item.relpath)
             entry = dict(item.entry)
@@ -521,7 +529,7 @@ class _Writer:
                 link = dict(item.link)
                 data = wheel_metadata(temp) if item.basename.endswith(".whl") and item.kind == "releasefile" else None
                 if data is not None:
-                    meta = prepare_bytes(files_dir, data)
+                    meta = prepare_bytes(files_dir, data, fsync=False)
                     tx.place_file(meta.temp_path, keys.metadata_relpath(item.relpath))
                     link["core_metadata"] = entry["core_metadata"] = {"sha256": meta.sha256}
                 records[item.version]["+elinks"].append(link)

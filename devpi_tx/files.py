@@ -92,12 +92,13 @@ def prepare_stream(files_dir: str, source: BinaryIO) -> PreparedFile:
     return PreparedFile(path, digest.hexdigest(), size)
 
 
-def prepare_bytes(files_dir: str, data: bytes) -> PreparedFile:
+def prepare_bytes(files_dir: str, data: bytes, fsync: bool = True) -> PreparedFile:
     path = temp_name(files_dir)
     with open(path, "wb") as out:
         out.write(data)
         out.flush()
-        os.fsync(out.fileno())
+        if fsync:
+            os.fsync(out.fileno())
     return PreparedFile(path, hashlib.sha256(data).hexdigest(), len(data))
 
 

@@ -31,11 +31,12 @@ FATAL = "fatal: There have been errors during consistency check."
 
 
 def digest_file(
-    path: str, algorithms: Iterable[str] = ("sha256",), copy_to: str | None = None
+    path: str, algorithms: Iterable[str] = ("sha256",), copy_to: str | None = None, fsync: bool = True
 ) -> tuple[dict[str, str], int]:
     """
     Stream C{path} through the named hashes, optionally copying it to
-    C{copy_to} (fsynced); returns C{(hex digests, size)}.
+    C{copy_to} (fsynced unless the caller syncs everything at the end);
+    returns C{(hex digests, size)}.
     """
     hashers = {name: hashlib.new(name) for name in algorithms}
     size = 0
@@ -50,7 +51,8 @@ def digest_file(
                 size += len(chunk)
         if out is not None:
             out.flush()
-            os.fsync(out.fileno())
+            if fsync:
+                os.fsync(out.fileno())
     finally:
         if out is not None:
             out.close()
