@@ -1,0 +1,139 @@
+"""
+The service tree of a serving process: thread pools, the store, the mirror,
+the web site, the event hooks and, in the main instance, the supervised
+workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent
+
+from devpi_tx.auth import TokenSigner
+from devpi_tx.beacon import SerialBeacon
+from devpi_tx.download import MirrorFiles
+from devpi_tx.events import EventProcessor, Hook
+from devpi_tx.hooks import DescriptionHook, DocsHook, SearchHook
+from devpi_tx.metrics import Metrics
+from devpi_tx.mirror import MirrorService
+from devpi_tx.model import Policy, parse_restrict_modify
+from devpi_tx.options import Options, worker_options
+from devpi_tx.serverdir import ServerDir
+from devpi_tx.store.sqlite import SQLiteStore
+from devpi_tx.supervisor import SharedListeners, WorkerSupervisor, worker_argv
+from devpi_tx.upstream import QuietPool, Upstream
+from devpi_tx.web.api import IndexAPI, WebConfig
+from devpi_tx.web.site import DevpiResource, DevpiSite
+
+SERIAL_BEACON = ".serial"
+
+
+class ThreadPoolService(Service):
+    """Starts and stops a thread pool with the service tree."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class StoreService(Service):
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.store.close()
+
+
+def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, worker: bool) -> IService:
+    # uploads hash, write and commit in threads; while the reactor thread is
+    # busy with reads they wait for the GIL at every switch: keep that short
+    sys.setswitchinterval(0.0005)
+    top = MultiService()
+    read_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-read")
+    write_pool = ThreadPool(minthreads=1, maxthreads=1, name="devpi-write")
+    work_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-work")
+    for pool in (read_pool, write_pool, work_pool):
+        ThreadPoolService(pool).setServiceParent(top)
+
+    def runner(pool: ThreadPool) -> Any:
+        return lambda fn: deferToThreadPool(reactor, pool, fn)
+
+    def run_in_thread(fn: Any, *args: Any) -> Any:
+        return deferToThreadPool(reactor, work_pool, fn, *args)
+
+    beacon = SerialBeacon(os.path.join(serverdir.path, SERIAL_BEACON))
+    store = SQLiteStore(serverdir.database, serverdir.files, runner(read_pool), runner(write_pool), beacon)
+    StoreService(store).setServiceParent(top)
+    node_uuid = serverdir.nodeinfo()["uuid"]
+    host, port = options["listen-addresses"][0]
+    config = WebConfig(
+        serverdir=serverdir.path,
+        files_dir=serverdir.files,
+        uuid=node_uuid,
+        policy=Policy(parse_restrict_modify(options["restrict-modify"])),
+        signer=TokenSigner(secret),
+        outside_url=options["outside-url"],
+        host=host,
+        port=port,
+    )
+    pool = QuietPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=pool))
+    upstream = Upstream(client, reactor, timeout=options["request-timeout"])
+    mirror = MirrorService(
+        store,
+        upstream,
+        reactor,
+        offline=bool(options["offline-mode"]),
+        default_expiry=options["mirror-cache-expiry"],
+        run_in_thread=run_in_thread,
+    )
+    mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor)
+    events = None
+    if not worker and not options["requests-only"]:
+        events = EventProcessor(store, serverdir.path, make_hooks(serverdir), reactor, run_in_thread)
+        events.setServiceParent(top)
+    metrics = Metrics()
+    api = IndexAPI(
+        config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds, events=events, metrics=metrics
+    )
+    site = DevpiSite(
+        DevpiResource(api, store, node_uuid),
+        max_body=options["max-request-body-size"],
+        log_requests=not options["no-request-log"],
+        metrics=metrics,
+    )
+    if worker:
+        SharedListeners(reactor, options["worker-listen"], site).setServiceParent(top)
+    elif options["workers"]:
+        listeners = SharedListeners(reactor, options["listen-addresses"], site)
+        listeners.setServiceParent(top)
+        argv = worker_argv(worker_options(options))
+        WorkerSupervisor(reactor, listeners, options["workers"], argv).setServiceParent(top)
+    else:
+        for host, port in options["listen-addresses"]:
+            kind = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
+            StreamServerEndpointService(kind(reactor, port, interface=host), site).setServiceParent(top)
+    return top
+
+
+def make_hooks(serverdir: ServerDir) -> list[Hook]:
+    """The event hooks of the main instance: docs, rendered descriptions, search."""
+    return [DocsHook(serverdir.path, serverdir.files), DescriptionHook(serverdir.path), SearchHook(serverdir.path)]
