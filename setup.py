@@ -30,6 +30,13 @@ setup(
         "readme_renderer[md]==46.0",
         "comrak==0.0.16",
     ],
+    entry_points={
+        "console_scripts": [
+            "devpi-tx-export = devpi_tx.cli:export_main",
+            "devpi-tx-import = devpi_tx.cli:import_main",
+            "devpi-tx-fsck = devpi_tx.cli:fsck_main",
+        ],
+    },
     extras_require={
         "test": [
             "devpi-client==7.3.0",

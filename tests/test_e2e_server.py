@@ -194,3 +194,36 @@ class ForeignDirTests(_ServerCase):
         self.assertIn("is a devpi-server directory", result.output)
         self.assertIn("--import", result.output)
         self.assertEqual(sorted(os.listdir(serverdir)), [".serverversion", ".sqlite"])
+
+
+class ConsoleScriptTests(_ServerCase):
+    async def test_export_import_fsck_scripts(self) -> None:
+        """devpi-tx-export, -import and -fsck do what the twistd actions do, and fail clearly."""
+        source = os.path.abspath(self.mktemp())
+        server = ServerProcess(source)
+        await server.start()
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+        name, data = make_wheel("scripted", "1.0")
+        body, ctype = multipart(upload_fields("scripted", "1.0"), [("content", name, data)])
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        self.assertEqual(conn.getresponse().status, 200)
+        conn.close()
+        await server.stop()
+        dump = os.path.abspath(self.mktemp())
+        exported = await run([bin_path("devpi-tx-export"), "--serverdir", source, dump])
+        self.assertEqual(exported.code, 0, str(exported))
+        target = os.path.abspath(self.mktemp())
+        imported = await run([bin_path("devpi-tx-import"), "--serverdir", target, dump])
+        self.assertEqual(imported.code, 0, str(imported))
+        checked = await run([bin_path("devpi-tx-fsck"), "--serverdir", target])
+        self.assertEqual(checked.code, 0, str(checked))
+        self.assertIn("Finished with a total of 1 files.", checked.output)
+        again = await run([bin_path("devpi-tx-import"), "--serverdir", target, dump])
+        self.assertEqual(again.code, 1)
+        self.assertIn("fatal: ", again.output)
+        os.unlink(os.path.join(dump, "dataindex.json"))
+        broken = await run([bin_path("devpi-tx-import"), "--serverdir", os.path.abspath(self.mktemp()), dump])
+        self.assertEqual(broken.code, 1)
+        self.assertIn("dataindex.json", broken.output)

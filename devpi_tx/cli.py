@@ -1,0 +1,106 @@
+"""
+Console scripts in the style of devpi-server's C{devpi-export},
+C{devpi-import} and C{devpi-fsck}: the same one-shot actions as
+C{twistd devpi --export/--import/--fsck}, without starting twistd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from devpi_tx.store.sqlite import StorageError
+
+DEFAULT_SERVERDIR = "~/.devpi/server"
+
+
+def _serverdir(value: str | None) -> str:
+    chosen = value or os.environ.get("DEVPISERVER_SERVERDIR") or os.environ.get("DEVPI_SERVERDIR") or DEFAULT_SERVERDIR
+    return os.path.abspath(os.path.expanduser(chosen))
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--serverdir", help=f"server directory [{DEFAULT_SERVERDIR}]")
+    return parser
+
+
+def _report(stats: object) -> None:
+    for warning in getattr(stats, "warnings", []):
+        print(f"warning: {warning}")
+    for skipped in getattr(stats, "skipped", []):
+        print(f"skipped: {skipped}")
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    from devpi_tx.dump import DumpError, export_dump, progress_printer
+
+    parser = _parser("devpi-tx-export", "Export the server state in devpi's dump format.")
+    parser.add_argument("--hard-links", action="store_true", help="link files instead of copying them")
+    parser.add_argument("--include-mirrored-files", action="store_true", help="export cached mirror files too")
+    parser.add_argument("directory", help="new or empty directory for the dump")
+    args = parser.parse_args(argv)
+    serverdir = _serverdir(args.serverdir)
+    try:
+        stats = export_dump(
+            serverdir,
+            args.directory,
+            hard_links=args.hard_links,
+            include_mirrored_files=args.include_mirrored_files,
+            progress=progress_printer(),
+        )
+    except (DumpError, StorageError) as e:
+        sys.stderr.write(f"fatal: {e}\n")
+        return 1
+    _report(stats)
+    print(f"exported {serverdir} to {args.directory}")
+    return 0
+
+
+def import_main(argv: list[str] | None = None) -> int:
+    from devpi_tx.dump import DumpError, progress_printer
+    from devpi_tx.dumpimport import import_dump
+
+    parser = _parser("devpi-tx-import", "Create a new server directory from a devpi dump.")
+    parser.add_argument("--hard-links", action="store_true", help="link files instead of copying them")
+    parser.add_argument("--skip-import-type", action="append", default=[], metavar="TYPE", help="index type to leave out")
+    parser.add_argument("--no-root-pypi", action="store_true", help="do not create root/pypi")
+    parser.add_argument("--root-passwd", help="root password (instead of the dump's)")
+    parser.add_argument("--root-passwd-hash", help="root password hash (instead of the dump's)")
+    parser.add_argument("directory", help="the dump")
+    args = parser.parse_args(argv)
+    serverdir = _serverdir(args.serverdir)
+    try:
+        stats = import_dump(
+            serverdir,
+            args.directory,
+            hard_links=args.hard_links,
+            skip_import_types=args.skip_import_type,
+            root_pypi=not args.no_root_pypi,
+            root_passwd=args.root_passwd,
+            root_passwd_hash=args.root_passwd_hash,
+            progress=progress_printer(),
+        )
+    except (DumpError, StorageError) as e:
+        sys.stderr.write(f"fatal: {e}\n")
+        return 1
+    _report(stats)
+    print(f"imported {args.directory} into {serverdir}")
+    return 0
+
+
+def fsck_main(argv: list[str] | None = None) -> int:
+    from devpi_tx.fsck import fsck
+
+    parser = _parser("devpi-tx-fsck", "Check every stored file against its hash and size.")
+    parser.add_argument("--no-checksum", action="store_true", help="check existence and size only")
+    parser.add_argument("--refetch-mirror", action="store_true", help="forget damaged mirror files so they download again")
+    args = parser.parse_args(argv)
+    try:
+        report = fsck(_serverdir(args.serverdir), checksum=not args.no_checksum, refetch_mirror=args.refetch_mirror)
+    except StorageError as e:
+        sys.stderr.write(f"fatal: {e}\n")
+        return 1
+    print(report.text(), end="")
+    return int(report.status)
