@@ -29,6 +29,18 @@ def _files(serverdir: str) -> list[str]:
     return sorted(found)
 
 
+def upload(port: int, token: str, name: str, version: str, data: bytes | None = None, **fields: str) -> int:
+    """POST one wheel to root/dev of the server on C{port} as root; the status."""
+    filename, wheel = make_wheel(name, version)
+    body, ctype = multipart(upload_fields(name, version, **fields), [("content", filename, wheel if data is None else data)])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 class ServerProcessTests(_ServerCase):
     async def test_first_start_and_restart(self) -> None:
         """The first start initialises the dir; a restart keeps users and login tokens."""
@@ -65,12 +77,7 @@ class ServerProcessTests(_ServerCase):
         self.assertEqual(json.loads(response.read())["message"], "request body too large")
         conn.close()
         self.assertEqual((_serial(server.serverdir), _files(server.serverdir)), (serial, files))
-        small = make_wheel("small", "1.0")
-        body, ctype = multipart(upload_fields("small", "1.0"), [("content", *small)])
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
-        self.assertEqual(conn.getresponse().status, 200)
-        conn.close()
+        self.assertEqual(upload(server.port, token, "small", "1.0"), 200)
 
     async def test_plugin_listed_and_bad_option(self) -> None:
         """C{twistd --help} lists devpi; a bad option value is refused before anything starts."""
@@ -114,12 +121,8 @@ class OperatorTests(_ServerCase):
         await server.start()
         token = get_json_post(f"{server.url}/+login", {"user": "root", "password": "pw"})["result"]["password"]
         put_json(f"{server.url}/root/dev", {}, ("root", token))
-        name, data = make_wheel("exported", "1.0")
-        body, ctype = multipart(upload_fields("exported", "1.0"), [("content", name, data)])
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
-        self.assertEqual(conn.getresponse().status, 200)
-        conn.close()
+        name = make_wheel("exported", "1.0")[0]
+        self.assertEqual(upload(server.port, token, "exported", "1.0"), 200)
         await server.stop()
         dump = os.path.abspath(self.mktemp())
         exported = await run([twistd, "-n", "--pidfile=", "devpi", "--serverdir", source, "--export", dump])
@@ -156,24 +159,20 @@ class HookResumeTests(_ServerCase):
         token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
         put_json(f"{server.url}/root/dev", {}, ("root", token))
 
-        def upload(target: ServerProcess, name: str) -> None:
-            body, ctype = multipart(upload_fields(name, "1.0", summary=f"about {name}"), [("content", *make_wheel(name, "1.0"))])
-            conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
-            conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
-            self.assertEqual(conn.getresponse().status, 200)
-            conn.close()
+        def upload_to(target: ServerProcess, name: str) -> None:
+            self.assertEqual(upload(target.port, token, name, "1.0", summary=f"about {name}"), 200)
 
         def synced(target: ServerProcess) -> bool:
             status = get_json(f"{target.url}/+status")["result"]
             return bool(status["event-serial"] == status["serial"])
 
-        upload(server, "before")
+        upload_to(server, "before")
         self.assertTrue(await eventually(lambda: synced(server)))
         await server.stop()
         restarted = ServerProcess(server.serverdir, "--workers", "1")
         await restarted.start()
         self.addCleanup(restarted.stop)
-        upload(restarted, "after")
+        upload_to(restarted, "after")
         self.assertTrue(await eventually(lambda: synced(restarted)))
         names = {r["project"] for r in get_json(f"{restarted.url}/+search?q=about")["result"]}
         self.assertEqual(names, {"before", "after"})
@@ -204,12 +203,7 @@ class ConsoleScriptTests(_ServerCase):
         await server.start()
         token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
         put_json(f"{server.url}/root/dev", {}, ("root", token))
-        name, data = make_wheel("scripted", "1.0")
-        body, ctype = multipart(upload_fields("scripted", "1.0"), [("content", name, data)])
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
-        self.assertEqual(conn.getresponse().status, 200)
-        conn.close()
+        self.assertEqual(upload(server.port, token, "scripted", "1.0"), 200)
         await server.stop()
         dump = os.path.abspath(self.mktemp())
         exported = await run([bin_path("devpi-tx-export"), "--serverdir", source, dump])
