@@ -33,35 +33,83 @@ def _report(stats: object) -> None:
         print(f"skipped: {skipped}")
 
 
-def export_main(argv: list[str] | None = None) -> int:
+def _fatal(error: Exception) -> int:
+    sys.stderr.write(f"fatal: {error}\n")
+    return 1
+
+
+def run_export(serverdir: str, directory: str, hard_links: bool, include_mirrored_files: bool) -> int:
+    """Export C{serverdir} into C{directory}; the exit status."""
     from devpi_tx.dump import DumpError, export_dump, progress_printer
 
+    try:
+        stats = export_dump(
+            serverdir,
+            directory,
+            hard_links=hard_links,
+            include_mirrored_files=include_mirrored_files,
+            progress=progress_printer(),
+        )
+    except (DumpError, StorageError) as e:
+        return _fatal(e)
+    _report(stats)
+    print(f"exported {serverdir} to {directory}")
+    return 0
+
+
+def run_import(
+    serverdir: str,
+    directory: str,
+    hard_links: bool,
+    skip_import_types: list[str],
+    root_pypi: bool,
+    root_passwd: str | None,
+    root_passwd_hash: str | None,
+) -> int:
+    """Create C{serverdir} from the dump in C{directory}; the exit status."""
+    from devpi_tx.dump import DumpError, progress_printer
+    from devpi_tx.dumpimport import import_dump
+
+    try:
+        stats = import_dump(
+            serverdir,
+            directory,
+            hard_links=hard_links,
+            skip_import_types=skip_import_types,
+            root_pypi=root_pypi,
+            root_passwd=root_passwd,
+            root_passwd_hash=root_passwd_hash,
+            progress=progress_printer(),
+        )
+    except (DumpError, StorageError) as e:
+        return _fatal(e)
+    _report(stats)
+    print(f"imported {directory} into {serverdir}")
+    return 0
+
+
+def run_fsck(serverdir: str, checksum: bool, refetch_mirror: bool) -> int:
+    """Check the stored files of C{serverdir}; the exit status."""
+    from devpi_tx.fsck import fsck
+
+    try:
+        report = fsck(serverdir, checksum=checksum, refetch_mirror=refetch_mirror)
+    except StorageError as e:
+        return _fatal(e)
+    print(report.text(), end="")
+    return int(report.status)
+
+
+def export_main(argv: list[str] | None = None) -> int:
     parser = _parser("devpi-tx-export", "Export the server state in devpi's dump format.")
     parser.add_argument("--hard-links", action="store_true", help="link files instead of copying them")
     parser.add_argument("--include-mirrored-files", action="store_true", help="export cached mirror files too")
     parser.add_argument("directory", help="new or empty directory for the dump")
     args = parser.parse_args(argv)
-    serverdir = _serverdir(args.serverdir)
-    try:
-        stats = export_dump(
-            serverdir,
-            args.directory,
-            hard_links=args.hard_links,
-            include_mirrored_files=args.include_mirrored_files,
-            progress=progress_printer(),
-        )
-    except (DumpError, StorageError) as e:
-        sys.stderr.write(f"fatal: {e}\n")
-        return 1
-    _report(stats)
-    print(f"exported {serverdir} to {args.directory}")
-    return 0
+    return run_export(_serverdir(args.serverdir), args.directory, args.hard_links, args.include_mirrored_files)
 
 
 def import_main(argv: list[str] | None = None) -> int:
-    from devpi_tx.dump import DumpError, progress_printer
-    from devpi_tx.dumpimport import import_dump
-
     parser = _parser("devpi-tx-import", "Create a new server directory from a devpi dump.")
     parser.add_argument("--hard-links", action="store_true", help="link files instead of copying them")
     parser.add_argument("--skip-import-type", action="append", default=[], metavar="TYPE", help="index type to leave out")
@@ -70,37 +118,20 @@ def import_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root-passwd-hash", help="root password hash (instead of the dump's)")
     parser.add_argument("directory", help="the dump")
     args = parser.parse_args(argv)
-    serverdir = _serverdir(args.serverdir)
-    try:
-        stats = import_dump(
-            serverdir,
-            args.directory,
-            hard_links=args.hard_links,
-            skip_import_types=args.skip_import_type,
-            root_pypi=not args.no_root_pypi,
-            root_passwd=args.root_passwd,
-            root_passwd_hash=args.root_passwd_hash,
-            progress=progress_printer(),
-        )
-    except (DumpError, StorageError) as e:
-        sys.stderr.write(f"fatal: {e}\n")
-        return 1
-    _report(stats)
-    print(f"imported {args.directory} into {serverdir}")
-    return 0
+    return run_import(
+        _serverdir(args.serverdir),
+        args.directory,
+        args.hard_links,
+        args.skip_import_type,
+        not args.no_root_pypi,
+        args.root_passwd,
+        args.root_passwd_hash,
+    )
 
 
 def fsck_main(argv: list[str] | None = None) -> int:
-    from devpi_tx.fsck import fsck
-
     parser = _parser("devpi-tx-fsck", "Check every stored file against its hash and size.")
     parser.add_argument("--no-checksum", action="store_true", help="check existence and size only")
     parser.add_argument("--refetch-mirror", action="store_true", help="forget damaged mirror files so they download again")
     args = parser.parse_args(argv)
-    try:
-        report = fsck(_serverdir(args.serverdir), checksum=not args.no_checksum, refetch_mirror=args.refetch_mirror)
-    except StorageError as e:
-        sys.stderr.write(f"fatal: {e}\n")
-        return 1
-    print(report.text(), end="")
-    return int(report.status)
+    return run_fsck(_serverdir(args.serverdir), not args.no_checksum, args.refetch_mirror)

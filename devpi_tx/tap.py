@@ -17,7 +17,6 @@ from twisted.logger import STDLibLogObserver, globalLogPublisher
 from twisted.python import usage
 
 from devpi_tx.auth import load_secret
-from devpi_tx.dump import DumpError
 from devpi_tx.options import Options
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import StorageError
@@ -46,50 +45,28 @@ def _configure_logging(options: Options) -> None:
     globalLogPublisher.addObserver(STDLibLogObserver(name="devpi_tx"))
 
 
-def _report(stats: Any) -> None:
-    for warning in getattr(stats, "warnings", []):
-        print(f"warning: {warning}")
-    for skipped in getattr(stats, "skipped", []):
-        print(f"skipped: {skipped}")
-
-
 def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     """Run a one-shot action; its exit status, or C{None} to serve."""
-    from devpi_tx import dump, dumpimport, fsck
+    from devpi_tx import cli
 
     if options["import"]:
-        stats = dumpimport.import_dump(
+        return cli.run_import(
             serverdir.path,
             options["import"],
-            hard_links=options["hard-links"],
-            skip_import_types=options["skip-import-type"],
-            root_pypi=not options["no-root-pypi"],
-            root_passwd=options["root-passwd"] or None,
-            root_passwd_hash=options["root-passwd-hash"],
-            progress=dump.progress_printer(),
+            options["hard-links"],
+            options["skip-import-type"],
+            not options["no-root-pypi"],
+            options["root-passwd"] or None,
+            options["root-passwd-hash"],
         )
-        _report(stats)
-        print(f"imported {options['import']} into {serverdir.path}")
-        return 0
     if not serverdir.is_initialised() and (options["export"] or options["fsck"]):
         _fail(f"{serverdir.path} is not an initialised server directory")
     if options["export"]:
-        stats = dump.export_dump(
-            serverdir.path,
-            options["export"],
-            hard_links=options["hard-links"],
-            include_mirrored_files=options["include-mirrored-files"],
-            progress=dump.progress_printer(),
+        return cli.run_export(
+            serverdir.path, options["export"], options["hard-links"], options["include-mirrored-files"]
         )
-        _report(stats)
-        print(f"exported {serverdir.path} to {options['export']}")
-        return 0
     if options["fsck"]:
-        report = fsck.fsck(
-            serverdir.path, checksum=not options["no-checksum"], refetch_mirror=options["fsck-refetch-mirror"]
-        )
-        print(report.text())
-        return int(report.status)
+        return cli.run_fsck(serverdir.path, not options["no-checksum"], options["fsck-refetch-mirror"])
     if options["gen-config"]:
         from devpi_tx.genconfig import gen_config
 
@@ -133,11 +110,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                     sys.exit(0)
             elif options["init"]:
                 _fail(f"{serverdir.path} is already initialised")
-        try:
-            status = _one_shot(options, serverdir)
-        except (DumpError, StorageError) as e:
-            sys.stderr.write(f"fatal: {e}\n")
-            sys.exit(1)
+        status = _one_shot(options, serverdir)
         if status is not None:
             sys.exit(status)
         if not serverdir.is_initialised():
