@@ -258,9 +258,12 @@ def uv_exe() -> str:
     return exe
 
 
+VENV_ROOT: list[Path] = []  # where install venvs go (tmpfs by default: disk write-back is not what is measured)
+
+
 def install(tool: str, index: str, work: Path, expected: set[str]) -> float:
     """One install into a fresh venv; returns the seconds of the install command alone."""
-    venv = Path(tempfile.mkdtemp(prefix=f"{tool}-venv-", dir=work))
+    venv = Path(tempfile.mkdtemp(prefix=f"{tool}-venv-", dir=VENV_ROOT[0] if VENV_ROOT else work))
     env, py = clean_env(), str(venv / "bin" / "python")
     if tool == "pip":
         make = [sys.executable, "-m", "venv", "--clear", str(venv)]
@@ -397,11 +400,38 @@ def has_error(obj: Any) -> bool:
     return False
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else round((ordered[mid - 1] + ordered[mid]) / 2, 3)
+
+
+def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one target folded into one result: each number is the median over rounds, with its runs."""
+    if not rounds:
+        return {}
+    out: dict[str, Any] = {}
+    for key in {k for r in rounds for k in r}:
+        parts = [r[key] for r in rounds if key in r]
+        if all(isinstance(v, dict) for v in parts):
+            out[key] = aggregate(parts)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
+            out[key] = median([float(v) for v in parts])
+            if len(parts) > 1:
+                out[f"{key}_rounds"] = parts
+        else:
+            out[key] = parts[0] if len(parts) == 1 else parts
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--only", choices=["devpi", "devpi_tx", "direct"])
     p.add_argument("--names", type=int, default=500_000, help="entries in the upstream root list")
-    p.add_argument("--repeat", type=int, default=3, help="warm installs per tool (best is reported)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each starts fresh servers (medians are reported)")
+    p.add_argument("--repeat", type=int, default=1, help="warm installs per tool and round (best is kept)")
+    default_venvs = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    p.add_argument("--venv-dir", default=default_venvs, help=f"where install venvs go [{default_venvs}]")
     args = p.parse_args()
     only = {"devpi": "devpi-server"}.get(args.only or "", args.only)
     which = [t for t in TARGETS if only is None or t == only]
@@ -413,16 +443,22 @@ def main() -> int:
     n_names = max(args.names, len(real))
     log(f"upstream: {len(wheels)} wheels, {len(real)} projects, {n_names} names in the root list")
 
-    results: dict[str, dict[str, Any]] = {}
+    per_round: dict[str, list[dict[str, Any]]] = {t: [] for t in which}
     stopped: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="mirror-nginx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mirror-nginx-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mirror-venvs-", dir=args.venv_dir) as venvs:  # fmt: skip
+        VENV_ROOT[:] = [Path(venvs)]
         nginx_work = Path(tmp)
         proc, upstream = start_nginx(nginx, nginx_work)
-        log(f"nginx (pid {proc.pid}) serves {UPSTREAM} at {upstream}")
+        log(f"nginx (pid {proc.pid}) serves {UPSTREAM} at {upstream}; install venvs in {venvs}")
         try:
-            for target in which:
-                results[target] = bench_target(target, devpi_venv, upstream, nginx_work, set(real), n_names,
-                                               args.repeat, stopped)  # fmt: skip
+            for number in range(args.rounds):
+                # the order turns every round, so a drift of the machine hits every target alike
+                turn = which[number % len(which) :] + which[: number % len(which)]
+                log(f"round {number + 1}/{args.rounds}: {', '.join(turn)}")
+                for target in turn:
+                    per_round[target].append(bench_target(target, devpi_venv, upstream, nginx_work, set(real),
+                                                          n_names, args.repeat, stopped))  # fmt: skip
         finally:
             stop(proc)
             left = survivors(proc.pid)
@@ -430,19 +466,21 @@ def main() -> int:
             upstream_requests = count_lines(nginx_work / "access.log")
     orphans = [s for s in stopped if s["survivors"]]
     log("all processes stopped" if not orphans else f"processes left behind: {orphans}")
+    results = {t: aggregate(r) for t, r in per_round.items()}
 
     print(table(results))
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"mirror-{stamp}.json"
     nginx_version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
-    meta = {"timestamp": stamp, "names": args.names, "repeat": args.repeat, "root_warm_runs": ROOT_WARM_RUNS,
+    meta = {"timestamp": stamp, "names": args.names, "rounds": args.rounds, "repeat": args.repeat,
+            "root_warm_runs": ROOT_WARM_RUNS, "venv_dir": args.venv_dir,
             "packages": PACKAGES, "wheels": [w.name for w in wheels], "projects": real,
             "devpi_server_version": DEVPI_VERSION, "nginx": nginx_version, "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "upstream_requests_total": upstream_requests, "processes": stopped}  # fmt: skip
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    out.write_text(json.dumps({"meta": meta, "results": results, "rounds": per_round}, indent=2) + "\n")
     print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
-    return 1 if orphans or any(has_error(r) for r in results.values()) else 0
+    return 1 if orphans or any(has_error(r) for rs in per_round.values() for r in rs) else 0
 
 
 if __name__ == "__main__":
