@@ -9,9 +9,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
@@ -165,8 +166,17 @@ class _CrossProcessLock:
 class MirrorFiles:
     _log = Logger()
 
-    def __init__(self, store: IStore, upstream: Upstream, files_dir: str, reactor: Any, stall: float = STALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        store: IStore,
+        upstream: Upstream,
+        files_dir: str,
+        reactor: Any,
+        stall: float = STALL_TIMEOUT,
+        run_in_thread: Callable[..., Deferred[Any]] = maybeDeferred,
+    ) -> None:
         self._store = store
+        self._run = run_in_thread
         self._upstream = upstream
         self._files_dir = files_dir
         self._reactor = reactor
@@ -194,10 +204,22 @@ class MirrorFiles:
             lock = _CrossProcessLock(self._files_dir, relpath)
             while not lock.acquire():
                 await deferLater(self._reactor, LOCK_POLL, lambda: None)
-        try:
-            await self._downloads.run(relpath, lambda: self._download(request, relpath, entry, mirror_url))
-        finally:
+        # the client is answered once the body is verified; keeping the file goes on after that
+        answered: Deferred[None] = Deferred()
+        job = self._downloads.run(relpath, lambda: self._download(request, relpath, entry, mirror_url, answered))
+
+        def settle(result: Any) -> None:
             lock.release()
+            if not answered.called:
+                if isinstance(result, Failure):
+                    answered.errback(result)
+                else:
+                    answered.callback(None)
+            elif isinstance(result, Failure):
+                self._log.failure("keeping {relpath} in the cache", result, relpath=relpath)
+
+        job.addBoth(settle)
+        await answered
         return True
 
     async def _cached(self, relpath: str) -> bool:
@@ -215,7 +237,9 @@ class MirrorFiles:
     async def _never(self) -> None:  # pragma: no cover - only runs when no download is under way
         raise AssertionError("no download under way")
 
-    async def _download(self, request: IRequest, relpath: str, entry: dict[str, Any], mirror_url: str) -> None:
+    async def _download(
+        self, request: IRequest, relpath: str, entry: dict[str, Any], mirror_url: str, answered: Deferred[None]
+    ) -> None:
         url = entry["url"]
         try:
             response = await self._upstream.open(url, auth_source=mirror_url)
@@ -267,15 +291,34 @@ class MirrorFiles:
         hashes = {a: h.hexdigest() for a, h in tee.hashers.items()}
         stamp = last_modified.decode("latin-1") if last_modified else http_date(self._reactor.seconds())
 
+        if tee.request is not None and tee.held:
+            tee.request.write(tee.held)
+        tee.held = b""
+        answered.callback(None)
+
         def commit(tx: ITransaction) -> None:
-            with open(temp, "rb") as f:
-                os.fsync(f.fileno())
             current = tx.get(keys.file(relpath)) or dict(entry)
             current.update(hashes=hashes, size=tee.size, last_modified=stamp)
             current.setdefault("hash_spec", f"sha256={hashes['sha256']}")
             tx.set(keys.file(relpath), current)
             tx.place_file(temp, relpath)
 
+        try:
+            # on disk before the entry names it, without holding the write lock meanwhile
+            await self._run(_fsync, temp)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
         await self._store.write(commit)
-        if tee.request is not None and tee.held:
-            tee.request.write(tee.held)
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -105,7 +105,7 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         default_expiry=options["mirror-cache-expiry"],
         run_in_thread=run_in_thread,
     )
-    mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor)
+    mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor, run_in_thread=run_in_thread)
     events = None
     if not worker and not options["requests-only"]:
         events = EventProcessor(store, serverdir.path, make_hooks(serverdir), reactor, run_in_thread)

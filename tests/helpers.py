@@ -146,6 +146,7 @@ class APIHarness:
             pypi = dict(root_pypi_config(), mirror_url=UPSTREAM_URL)
             testcase.successResultOf(self.store.write(lambda tx: tx.set("i/root/pypi", pypi)))
         self.mirror = mirror
+        self.mirror_files = files
         self.api = IndexAPI(config, self.store, run, mirror, files, clock=self.clock.seconds)
         self.treq = StubTreq(DevpiResource(self.api, self.store, config.uuid))
         self.auth: dict[str, str] = {}

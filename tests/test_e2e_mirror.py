@@ -117,7 +117,8 @@ class MirrorEndToEndTests(_ServerCase):
         self.assertEqual(os.listdir(os.path.join(server.serverdir, "+files", ".tmp")), [])
         body = await self.client_content(await self.client.get(ourl.replace(server.url, restarted.url)))
         self.assertEqual(hashlib.sha256(body).hexdigest(), osha)
-        self.assertTrue(os.path.exists(target))
+        # the client is answered before the file is kept: it lands right after
+        self.assertTrue(await eventually(lambda: os.path.exists(target)))
 
     async def test_upstream_down_serves_stale(self) -> None:
         """When upstream is gone the cached page is served, marked stale."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx import keys
@@ -226,6 +228,46 @@ class MirrorFileTests(_MirrorBase):
         self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 1)
         entry = self.h.request("GET", path).json()["result"]
         self.assertIn("last_modified", entry)
+
+    def test_client_answered_before_file_is_kept(self) -> None:
+        """
+        The verified body reaches the client without waiting for the file's
+        fsync and commit; a request meanwhile waits for the kept file.
+        """
+        held: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+        def later(fn: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            held.append((d, fn, args))
+            return d
+
+        assert self.h.mirror_files is not None
+        self.h.mirror_files._run = later
+        self.page()
+        path = self.file_path(self.wheel)
+        relpath = path[1:]
+
+        def entry() -> Any:
+            return self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.file(relpath))))
+
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((reply.code, reply.body), (200, self.wheel.data))
+        self.assertEqual(len(held), 1)
+        self.assertNotIn("last_modified", entry())
+        self.assertFalse(os.path.exists(os.path.join(self.h.serverdir.files, relpath)))
+
+        second = self.h.treq.request("GET", "http://127.0.0.1:3141" + path)
+        self.h.flush(second)
+        self.assertNoResult(second)
+        d, fn, args = held.pop()
+        d.callback(fn(*args))
+        self.h.flush(second)
+        content = self.h.treq.content(self.successResultOf(second))
+        self.h.flush(content)
+        self.assertEqual(self.successResultOf(content), self.wheel.data)
+        self.assertIn("last_modified", entry())
+        self.assertTrue(os.path.exists(os.path.join(self.h.serverdir.files, relpath)))
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 1)
 
     def test_concurrent_requests_one_download(self) -> None:
         """Concurrent requests for an uncached file cause one upstream download."""

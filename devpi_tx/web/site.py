@@ -118,6 +118,20 @@ class DevpiSite(server.Site):
         self._log_requests = log_requests
         self.metrics = metrics or Metrics()
 
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        make_connection = channel.makeConnection
+
+        def no_delay(transport: Any) -> None:
+            # a response's last small write (a chunked body's end) must not wait for the peer's delayed ACK
+            set_no_delay = getattr(transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
+            make_connection(transport)
+
+        channel.makeConnection = no_delay
+        return channel
+
     def log(self, request: Any) -> None:
         elapsed = time.monotonic() - getattr(request, "_started", time.monotonic())
         self.metrics.observe(request.method, request.path, request.code, elapsed)
