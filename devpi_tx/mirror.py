@@ -299,15 +299,15 @@ class MirrorService:
 
     def known(self, stage: str, config: dict[str, Any], project: str) -> bool | None:
         """
-        Whether the upstream list names C{project}: C{None} when no list is
-        loaded (then the page itself is asked); starts loading one.
+        Whether the upstream list names C{project}; C{None} (then the page
+        itself is asked) unless a fresh list is loaded.  Only C{+simple/}
+        loads the list: a PyPI-sized one is a large download and a second
+        of parsing, which a project lookup must not wait for or compete with.
         """
         if config.get("mirror_no_project_list") or self.offline:
             return None
         names = self._names.get(stage)
         if names is None or names.expires <= self.reactor.seconds():
-            self._load_names_in_background(stage, config)
-        if names is None:
             return None
         return project in names.names
 

@@ -126,7 +126,7 @@ class MirrorPageTests(_MirrorBase):
         self.assertEqual(self.page("/root/pypi/+simple/nothing/").code, 404)
         self.assertEqual(sum(self.up.requests.values()), asked, "not-found answers are cached")
         self.up.extra_names.append("slow")
-        self.h.clock.advance(1801)  # the project list is loaded again and names it
+        self.page("/root/pypi/+simple/")  # a loaded list that names it: upstream is asked for the page
         self.page("/root/pypi/+simple/other/")
         self.up.hang.add("/simple/slow/")
         pending = self.h.treq.request("GET", "http://127.0.0.1:3141/root/pypi/+simple/slow/", headers=JSON)
@@ -156,6 +156,20 @@ class MirrorPageTests(_MirrorBase):
         self.assertEqual(reply.code, 302)
         self.assertEqual(self.up.requests["/simple/requests/"], 2)
         self.assertEqual(self.page().json()["versions"], ["1.0", "2.0", "3.0"])
+
+    def test_project_page_does_not_load_the_list(self) -> None:
+        """
+        A project page asks upstream for that page only; once +simple/ has
+        loaded the list, names it lacks are answered without asking upstream.
+        """
+        self.page()
+        self.assertEqual(self.page("/root/pypi/+simple/nothing/").code, 404)
+        self.assertEqual(self.up.requests["/simple/"], 0)
+        self.assertEqual(self.up.requests["/simple/nothing/"], 1)
+        self.page("/root/pypi/+simple/")
+        self.assertEqual(self.up.requests["/simple/"], 1)
+        self.assertEqual(self.page("/root/pypi/+simple/absent/").code, 404)
+        self.assertEqual(self.up.requests["/simple/absent/"], 0)
 
     def test_project_lists(self) -> None:
         """The mirror's +simple/ lists upstream names; a stage adds its own first."""
