@@ -215,6 +215,24 @@ class DeleteAndPushTests(_Base):
         self.assertEqual(self.h.request("GET", "/alice/dev/pkg/", headers={"Accept": "application/json"}).code, 404)
         self.assertEqual(self.h.stored_files(), [])
 
+    def test_served_file_table_follows_commits(self) -> None:
+        """
+        A file served once is answered from the table of known files, with
+        the same body and headers; deleting it drops it from the table.
+        """
+        path = self._file_path("alice/dev", self.wheel)
+        first = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertIn(path[1:], self.h.api._known_files)
+        second = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((second.code, second.body), (200, self.wheel[1]))
+        for name in ("Content-Type", "Cache-Control", "Last-Modified", "Content-Length", "X-Devpi-Serial"):
+            self.assertEqual(second.header(name), first.header(name), name)
+        meta = self.h.request("GET", path, headers={"Accept": "application/json"})
+        self.assertEqual(meta.json()["result"]["hash_spec"].split("=")[0], "sha256")
+        self.assertEqual(self.h.request("DELETE", path, user="alice").code, 200)
+        self.assertNotIn(path[1:], self.h.api._known_files)
+        self.assertEqual(self.h.request("GET", path, headers={"Accept": "*/*"}).code, 404)
+
     def test_nonvolatile_needs_force(self) -> None:
         """On a non-volatile index deletes need C{?force}; strangers are refused."""
         self.h.request("PATCH", "/alice/dev", ["volatile=False"], user="alice")

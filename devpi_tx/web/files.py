@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 from typing import Any
+from urllib.parse import unquote
 
 from twisted.web.iweb import IRequest
 
@@ -20,13 +21,69 @@ from devpi_tx.upstream import UpstreamError, with_credentials
 from devpi_tx.users import get_ixconfig
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header
-from devpi_tx.web.filesend import content_type, send_file
+from devpi_tx.web.filesend import WHOLE, content_type, send_file
 
 IMMUTABLE = b"max-age=365000000, immutable, public"
 METADATA = ".metadata"
 
 
+_KNOWN_MAX = 20000
+
+
 class FileRoutes(Base):
+    """
+    Stored files are served from a table of the ones already served (path
+    on disk and headers) before routing, without a store read; a commit
+    that changes a file's entry drops it from the table.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known_files: dict[str, tuple[str, tuple[tuple[bytes, bytes], ...]]] = {}
+        self._store.subscribe(self._file_changed)
+
+    def _file_changed(self, serial: int, changes: dict[str, Any]) -> None:
+        for key in changes:
+            if key[:2] == "f/":
+                self._known_files.pop(key[2:], None)
+            elif key[:2] == "i/":
+                self._known_files.clear()
+                return
+
+    def _remember_file(self, relpath: str, path: str, entry: dict[str, Any]) -> None:
+        if len(self._known_files) >= _KNOWN_MAX:
+            self._known_files.clear()
+        headers = [(b"Cache-Control", IMMUTABLE), (b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))]
+        if entry.get("last_modified"):
+            headers.append((b"Last-Modified", entry["last_modified"].encode("latin-1")))
+        self._known_files[relpath] = (path, tuple(headers))
+
+    def cached_file(self, request: IRequest) -> bytes | None:
+        """
+        The body of a stored file already served once, answered before
+        routing; C{None} when the request is not for one (or it is large:
+        those go through a producer).
+        """
+        known = self._known_files
+        if not known or request.method != b"GET" or b"/+f/" not in request.path:
+            return None
+        relpath = unquote(request.path[1:].decode("utf-8", "replace"))
+        found = known.get(relpath)
+        if found is None or render.accepts_json(header(request, b"Accept")):
+            return None
+        path, headers = found
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > WHOLE:
+                    return None
+                body = f.read()
+        except OSError:
+            known.pop(relpath, None)
+            return None
+        for name, value in headers:
+            request.setHeader(name, value)
+        return body
+
     @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD", "DELETE", "POST"])
     async def file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
         return await self._file(request, f"{user}/{index}", f"{user}/{index}/+f/{rest}", rest)
@@ -58,6 +115,8 @@ class FileRoutes(Base):
             return self._reply(request, "releasefilemeta", {k: entry[k] for k in names if k in entry})
         path = os.path.join(self._config.files_dir, relpath)
         if entry.get("last_modified") and os.path.exists(path):
+            if request.method == b"GET":
+                self._remember_file(relpath, path, entry)
             return await self._send(request, path, entry)
         if not entry.get("url"):
             raise not_found("no such file")

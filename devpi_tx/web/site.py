@@ -50,6 +50,8 @@ class DevpiResource(Resource):
         request.setHeader(b"X-Devpi-Serial", str(self._store.current_serial()).encode())
         result = self._api.cached_page(request)
         if result is None:
+            result = self._api.cached_file(request)
+        if result is None:
             result = self._inner.render(request)
         if later and result is not server.NOT_DONE_YET and not getattr(request, "_disconnected", False):
             request.write(result)
