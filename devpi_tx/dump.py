@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devpi_tx import __version__, keys
-from devpi_tx.fsck import digest_file, run_now
+from devpi_tx.fsck import digest_file
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.model import (
     normalize_name,
@@ -157,7 +157,7 @@ def export_dump(
     try:
         os.makedirs(dumpdir, exist_ok=True)
         exporter = _Exporter(sdir.files, dumpdir, hard_links, include_mirrored_files, progress)
-        return run_now(store.read(exporter.run))
+        return store.read_now(exporter.run)
     finally:
         store.close()
 

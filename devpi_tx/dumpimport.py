@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from devpi_tx.dump import (
     version_of,
 )
 from devpi_tx.files import hashdir, prepare_bytes, temp_name, wheel_metadata
-from devpi_tx.fsck import digest_file, run_now
+from devpi_tx.fsck import digest_file
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.model import (
     COMMON_KEYS,
@@ -437,6 +437,23 @@ class _Reader:
             item.link["for_entrypath"] = release
 
 
+BATCH_FILES = 500
+"""Projects go in one transaction each until it holds this many files: fewer commits, bounded memory."""
+
+
+def _batches(projects: list[_Project], limit: int) -> Iterator[list[_Project]]:
+    batch: list[_Project] = []
+    files = 0
+    for project in projects:
+        if batch and files + len(project.files) > limit:
+            yield batch
+            batch, files = [], 0
+        batch.append(project)
+        files += len(project.files)
+    if batch:
+        yield batch
+
+
 class _Writer:
     """Builds the new server in a staging directory and moves it into place."""
 
@@ -463,12 +480,12 @@ class _Writer:
             sdir.initialise(root_password=root_passwd or "", root_pwhash=initial_hash, root_pypi=root_pypi)
             store = SQLiteStore(sdir.database, sdir.files)
             keep_password = root_passwd is not None or root_passwd_hash is not None
-            run_now(store.write(lambda tx: self._users(tx, keep_password)))
-            run_now(store.write(self._indexes))
+            store.write_now(lambda tx: self._users(tx, keep_password))
+            store.write_now(self._indexes)
             files = [item for project in self._plan.projects for item in project.files]
             meter = _Meter(self._progress, "import", len(files), sum(item.size for item in files))
-            for project in self._plan.projects:
-                run_now(store.write(lambda tx, p=project: self._project(tx, sdir.files, p, meter)))  # type: ignore[misc]
+            for batch in _batches(self._plan.projects, BATCH_FILES):
+                store.write_now(lambda tx, b=batch: [self._project(tx, sdir.files, p, meter) for p in b])  # type: ignore[misc]
             store.close()
             store = None
             # files were written without a sync each: one sync before the server exists

@@ -15,10 +15,6 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from devpi_tx import keys
 from devpi_tx.files import CHUNK
@@ -26,7 +22,6 @@ from devpi_tx.interfaces import ITransaction
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
 
-T = TypeVar("T")
 FATAL = "fatal: There have been errors during consistency check."
 
 
@@ -57,20 +52,6 @@ def digest_file(
         if out is not None:
             out.close()
     return {name: h.hexdigest() for name, h in hashers.items()}, size
-
-
-def run_now(deferred: Deferred[T]) -> T:
-    """
-    The result of a store call made with the inline runners, which has
-    fired already (the one-shot commands use the store synchronously).
-    """
-    box: list[Any] = []
-    deferred.addBoth(box.append)
-    assert box, "store call did not complete synchronously"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    result: T = box[0]
-    return result
 
 
 @dataclass
@@ -210,9 +191,9 @@ def fsck(serverdir: str, *, checksum: bool = True, refetch_mirror: bool = False)
     store = SQLiteStore(sdir.database, sdir.files)
     try:
         broken: list[str] | None = [] if refetch_mirror else None
-        run_now(store.read(lambda tx: _check(tx, sdir.files, checksum, report, broken)))
+        store.read_now(lambda tx: _check(tx, sdir.files, checksum, report, broken))
         if broken:
-            run_now(store.write(lambda tx: _forget_downloads(tx, broken)))
+            store.write_now(lambda tx: _forget_downloads(tx, broken))
             report.add("INFO", f"{len(broken)} mirror files will be fetched again on their next request.")
     finally:
         store.close()

@@ -12,15 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.interfaces import IStore, ITransaction
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+# Twisted is imported where it is used: the one-shot commands (export,
+# import, fsck) use the store synchronously and start faster without it.
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
@@ -30,6 +33,8 @@ SCHEMA_VERSION = 1
 
 def inline_runner(fn: Callable[[], T]) -> Deferred[T]:
     """Run C{fn} at once in this thread (tests)."""
+    from twisted.internet.defer import maybeDeferred
+
     return maybeDeferred(fn)
 
 
@@ -54,9 +59,11 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def _schema_files() -> list[tuple[int, str]]:
     found = []
-    for entry in resources.files("devpi_tx.store").joinpath("schema").iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("-", 1)[0]), entry.read_text()))
+    schema = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
+    for name in os.listdir(schema):
+        if name.endswith(".sql"):
+            with open(os.path.join(schema, name), encoding="utf-8") as f:
+                found.append((int(name.split("-", 1)[0]), f.read()))
     return sorted(found)
 
 
@@ -156,8 +163,6 @@ class SQLiteStore:
     C{write_runner} (thread pools in production, L{inline_runner} in tests).
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         path: str,
@@ -216,9 +221,27 @@ class SQLiteStore:
             try:
                 callback(serial, changes)
             except Exception:
-                self._log.failure("commit subscriber failed")
+                from twisted.logger import Logger
+
+                Logger(namespace=__name__).failure("commit subscriber failed")
 
     def read(self, fn: Callable[[ITransaction], T]) -> Deferred[T]:
+        return self._read_runner(self._read_job(fn))
+
+    def read_now(self, fn: Callable[[ITransaction], T]) -> T:
+        """L{read} in this thread, for the one-shot commands (no reactor, no Deferred)."""
+        return self._read_job(fn)()
+
+    def write(self, fn: Callable[[ITransaction], T]) -> Deferred[tuple[T, int]]:
+        run, done = self._write_job(fn)
+        return self._write_runner(run).addCallback(done)
+
+    def write_now(self, fn: Callable[[ITransaction], T]) -> tuple[T, int]:
+        """L{write} in this thread, for the one-shot commands (no reactor, no Deferred)."""
+        run, done = self._write_job(fn)
+        return done(run())
+
+    def _read_job(self, fn: Callable[[ITransaction], T]) -> Callable[[], T]:
         def run() -> T:
             conn = self._conn()
             conn.execute("BEGIN")
@@ -228,10 +251,10 @@ class SQLiteStore:
             finally:
                 conn.execute("ROLLBACK")
 
-        return self._read_runner(run)
+        return run
 
-    def write(self, fn: Callable[[ITransaction], T]) -> Deferred[tuple[T, int]]:
-        def run() -> tuple[T, int, dict[str, Any] | None]:
+    def _write_job(self, fn: Callable[[ITransaction], T]) -> tuple[Callable[[], Any], Callable[[Any], tuple[T, int]]]:
+        def run() -> tuple[T, int, dict[str, Any] | None, list[ChangelogEntry]]:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             committed = False
@@ -285,7 +308,7 @@ class SQLiteStore:
                 self._notify(serial, changes)
             return result, serial
 
-        return self._write_runner(run).addCallback(done)
+        return run, done
 
     @staticmethod
     def _entries_between(conn: sqlite3.Connection, low: int, high: int) -> list[ChangelogEntry]:
