@@ -256,10 +256,16 @@ end
 """
 
 
-def run_wrk(base: str, names: list[str], accept: str | None, duration: int, workdir: Path) -> dict[str, Any]:
+def run_wrk(base: str, names: list[str], accept: str | None, duration: int, workdir: Path,
+            pace_rps: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """
+    wrk on random simple pages; as fast as it goes, or paced: each connection waits
+    WRK_CONNECTIONS / pace_rps seconds before its next request (about pace_rps in all).
+    """
     script = workdir / "simple.lua"
     paths = ", ".join(f'"/alice/dev/+simple/{n}/"' for n in names)
-    script.write_text(WRK_LUA % paths)
+    pacing = f"function delay() return {1000.0 * WRK_CONNECTIONS / pace_rps:.3f} end\n" if pace_rps else ""
+    script.write_text(WRK_LUA % paths + pacing)
     cmd = ["wrk", "-t", str(WRK_THREADS), "-c", str(WRK_CONNECTIONS), "-d", f"{duration}s",
            "--timeout", "10s", "--latency", "-s", str(script)]  # fmt: skip
     if accept:

@@ -27,11 +27,12 @@ from core_bench import (  # noqa: E402 - needs the bench directory on sys.path f
 )  # fmt: skip
 
 READ_PROJECTS, READ_VERSIONS = 100, 3  # bench-pkg-0001..0100, 1.0.0..1.0.2: the pages wrk reads
-UPLOAD_FILES = 100  # per upload phase: bench-pkg-0101..0200, 1.0.0 alone, 1.0.1 under reads
+UPLOAD_FILES = 100  # per upload phase: bench-pkg-0101..0200, 1.0.0 alone, 1.0.1 under reads, 1.0.2 under paced reads
 WRK_LONG = 3600  # wrk duration while uploads run; it is stopped with SIGINT when they are done
 PROBLEM = re.compile(r"Traceback|Unhandled|ERROR|CRITICAL|locked|Worker \d+ ended|\] [A-Z]+ \S+ 5\d\d ")
 COLUMNS = ["simple req/s", "p99 ms", "ratio vs devpi-server", "uploads/s alone", "uploads/s under reads",
-           "req/s during uploads"]  # fmt: skip
+           "req/s during uploads", "uploads/s under paced reads", "paced req/s"]  # fmt: skip
+PACE = {"rps": 2000.0}  # the paced read load during the last upload phase
 
 
 def tree_pids(root: int) -> list[int]:
@@ -112,13 +113,17 @@ def find_wrk() -> int | None:
     return None
 
 
-def uploads_under_reads(base: str, files: list[Path], names: list[str], work: Path) -> tuple[float, dict[str, Any]]:
-    """wrk (JSON simple pages) runs in a thread from before the first upload until after the last one."""
+def uploads_under_reads(base: str, files: list[Path], names: list[str], work: Path,
+                        pace_rps: float | None = None) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """
+    wrk (JSON simple pages, as fast as it goes or paced at about pace_rps) runs in a thread
+    from before the first upload until after the last one.
+    """
     out: dict[str, Any] = {}
 
     def reader() -> None:
         try:
-            out["wrk"] = run_wrk(base, names, JSON_ACCEPT, WRK_LONG, work)
+            out["wrk"] = run_wrk(base, names, JSON_ACCEPT, WRK_LONG, work, pace_rps)
         except Exception as exc:  # noqa: BLE001 - reported by the caller
             out["error"] = str(exc)
 
@@ -196,7 +201,7 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
                 f"socket errors {out['socket_errors']}, timeouts {out['timeouts']}, CPU s per process {cpu}")  # fmt: skip
 
             if batches is not None:
-                alone, loaded = batches
+                alone, loaded, paced = batches
                 res["uploads_alone"] = round(upload(base, [p for ps in alone.values() for p in ps], work), 2)
                 check_pages(base, alone, 2 * procs)
                 log(f"{name}: {res['uploads_alone']} uploads/s alone")
@@ -206,6 +211,12 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
                 res.update(uploads_under_reads=round(rate, 2), reads_during_uploads_wrk=out,
                            reads_during_uploads_rps=out["rps"])  # fmt: skip
                 log(f"{name}: {res['uploads_under_reads']} uploads/s while {out['rps']} req/s "
+                    f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
+                rate, out = uploads_under_reads(base, [p for ps in paced.values() for p in ps], list(read), work,
+                                                PACE["rps"])  # fmt: skip
+                check_pages(base, paced, 2 * procs)
+                res.update(uploads_under_paced_reads=round(rate, 2), paced_reads_wrk=out, paced_reads_rps=out["rps"])
+                log(f"{name}: {res['uploads_under_paced_reads']} uploads/s while paced reads ran at {out['rps']} req/s "
                     f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
             res["rss_mb"] = round(tree_rss_kb(proc.pid) / 1024, 1)
             res["pids_after"] = tree_pids(proc.pid)
@@ -222,7 +233,7 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
             res["shutdown"] = shutdown(proc, pids)
             res["log_problems"] = problems(logfile)
             res["log_shutdowns"] = logfile.read_text(errors="replace").count("Server Shut Down.")
-    for key in ("simple_wrk", "reads_during_uploads_wrk"):
+    for key in ("simple_wrk", "reads_during_uploads_wrk", "paced_reads_wrk"):
         bad = {k: res[key][k] for k in ("non2xx", "socket_errors", "timeouts") if key in res and res[key][k]}
         if bad:
             res.setdefault("failures", []).append(f"{key}: {bad}")
@@ -250,7 +261,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rps = r.get("simple_rps")
         ratio = f"{rps / ref:.2f}x" if rps and ref else "n/a"
         vals = [fmt(rps), fmt(r.get("simple_p99_ms")), ratio, fmt(r.get("uploads_alone")),
-                fmt(r.get("uploads_under_reads")), fmt(r.get("reads_during_uploads_rps"))]  # fmt: skip
+                fmt(r.get("uploads_under_reads")), fmt(r.get("reads_during_uploads_rps")),
+                fmt(r.get("uploads_under_paced_reads")), fmt(r.get("paced_reads_rps"))]  # fmt: skip
         rows.append(f"| {name}{' (FAILED)' if 'error' in r else ''} | " + " | ".join(vals) + " |")
     return "\n".join(rows)
 
@@ -269,6 +281,8 @@ def main() -> int:
     p.add_argument("--only", choices=["devpi", "devpi_tx"])
     p.add_argument("--workers-list", default="0,1,2", help="devpi_tx --workers values for the simple-page runs")
     p.add_argument("--upload-workers", default="0,2", help="of those, the ones that also run the upload phases")
+    p.add_argument("--paced-rps", type=float, default=PACE["rps"],
+                   help="read load (req/s, all connections together) during the last upload phase")  # fmt: skip
     args = p.parse_args()
     workers_list = [int(w) for w in args.workers_list.split(",") if w.strip()]
     upload_workers = {int(w) for w in args.upload_workers.split(",") if w.strip()}
@@ -277,9 +291,10 @@ def main() -> int:
     ensure_wrk()
     devpi_venv = ensure_devpi_venv() if args.only != "devpi_tx" else None
     wheels = ensure_wheels(READ_PROJECTS + UPLOAD_FILES, READ_VERSIONS)
+    PACE["rps"] = args.paced_rps
     names = list(wheels)
     read = {n: wheels[n] for n in names[:READ_PROJECTS]}
-    batches = [{n: [wheels[n][v]] for n in names[READ_PROJECTS:]} for v in (0, 1)]
+    batches = [{n: [wheels[n][v]] for n in names[READ_PROJECTS:]} for v in (0, 1, 2)]
     upstream_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), UpstreamHandler)
     threading.Thread(target=upstream_srv.serve_forever, daemon=True).start()
     upstream = f"http://127.0.0.1:{upstream_srv.server_address[1]}/simple/"
@@ -308,7 +323,7 @@ def main() -> int:
     out = RESULTS_DIR / f"workers-{stamp}.json"
     meta = {"timestamp": stamp, "duration_s": args.duration, "read_projects": READ_PROJECTS,
             "read_versions": READ_VERSIONS, "upload_files": UPLOAD_FILES, "upload_batch": UPLOAD_BATCH,
-            "wrk_threads": WRK_THREADS, "wrk_connections": WRK_CONNECTIONS, "devpi_server_version": DEVPI_VERSION,
+            "paced_rps": PACE["rps"], "wrk_threads": WRK_THREADS, "wrk_connections": WRK_CONNECTIONS, "devpi_server_version": DEVPI_VERSION,
             "python": sys.version.split()[0], "cpus": os.cpu_count(), "upstream_requests": UpstreamHandler.hits,
             "git": git_state(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}  # fmt: skip
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -118,3 +119,32 @@ class MetricsTests(SynchronousTestCase):
         self.assertIn('devpi_tx_request_seconds_bucket{le="0.005"} 1', text)
         self.assertIn('devpi_tx_request_seconds_bucket{le="+Inf"} 2', text)
         self.assertIn("devpi_tx_serial 7", text)
+
+
+class RequestLogTests(SynchronousTestCase):
+    def test_one_event_per_request(self) -> None:
+        """Each finished request is one log event: a text line, and its parts as fields for JSON lines."""
+        from twisted.logger import capturedLogs, formatEvent
+        from twisted.web.resource import Resource
+
+        from devpi_tx.web.site import DevpiSite
+
+        class Finished:
+            method = b"GET"
+            path = b"/alice/dev/+simple/pkg/"
+            uri = b"/alice/dev/+simple/pkg/?x=1"
+            code = 200
+            sentLength = 321
+            _started = time.monotonic()
+
+        site = DevpiSite(Resource(), max_body=1)
+        with capturedLogs() as events:
+            site.log(Finished())
+        (event,) = [e for e in events if "request_line" in e]
+        self.assertRegex(formatEvent(event), r"^GET /alice/dev/\+simple/pkg/\?x=1 200 321 \d+\.\dms$")
+        self.assertEqual(
+            (event["method"], event["path"], event["code"], event["size"]),
+            ("GET", "/alice/dev/+simple/pkg/?x=1", 200, 321),
+        )
+        self.assertGreaterEqual(event["ms"], 0.0)
+        self.assertIn('route="simple_project",status="200"} 1', site.metrics.render([]).decode())
