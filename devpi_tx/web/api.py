@@ -132,7 +132,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         }
         if index:
             stage = f"{user}/{index}"
-            config = await self._store.read(lambda tx: users.get_ixconfig(tx, stage))
+            config = await self._ixconfig(stage)
             result["index"] = f"{base}/{stage}"
             result["simpleindex"] = f"{base}/{stage}/+simple/"
             if config.get("type") != "mirror":
@@ -262,7 +262,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     async def _legacy_action(self, request: IRequest, stage: str) -> bytes:
         identity = await self._auth.identify(request)
-        config = await self._store.read(lambda tx: users.get_ixconfig(tx, stage))
+        config = await self._ixconfig(stage)
         if config.get("type") != "stage":
             raise APIError(404, "cannot submit to mirror index")
         if not self._policy.may_upload(identity, config):

@@ -16,6 +16,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
+from devpi_tx import users
 from devpi_tx.auth import TokenSigner
 from devpi_tx.download import MirrorFiles
 from devpi_tx.interfaces import IStore
@@ -91,6 +92,30 @@ class Base:
         self.metrics = metrics or Metrics()
         self.pages = PageCache(store, clock)
         self.started = time.time()
+        self._ixconfigs: dict[str, dict[str, Any]] = {}
+        self._ixconfig_changes = 0
+        store.subscribe(self._ixconfig_changed)
+
+    def _ixconfig_changed(self, serial: int, changes: dict[str, Any]) -> None:
+        for key in changes:
+            if key[:2] == "i/":
+                self._ixconfigs.pop(key[2:], None)
+                self._ixconfig_changes += 1
+
+    async def _ixconfig(self, stage: str) -> dict[str, Any]:
+        """
+        An index's config, kept in memory until a commit (of any process,
+        heard through the store) changes it: uploads need it on every request.
+
+        @raise APIError: 404 when there is no such index.
+        """
+        found = self._ixconfigs.get(stage)
+        if found is None:
+            changes = self._ixconfig_changes
+            found = await self._store.read(lambda tx: users.get_ixconfig(tx, stage))
+            if changes == self._ixconfig_changes:  # no config commit heard while reading
+                self._ixconfigs[stage] = found
+        return dict(found)
 
     def _base_url(self, request: IRequest) -> str:
         outside = header(request, b"X-Outside-URL") or self._config.outside_url
