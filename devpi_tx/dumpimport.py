@@ -31,7 +31,7 @@ from devpi_tx.dump import (
     order_indexes,
     version_of,
 )
-from devpi_tx.files import hashdir, prepare_bytes, temp_name, wheel_metadata
+from devpi_tx.files import hashdir, wheel_metadata
 from devpi_tx.fsck import digest_file
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.model import (
@@ -462,6 +462,7 @@ class _Writer:
         self._plan = plan
         self._hard_links = hard_links
         self._progress = progress
+        self._made_dirs: set[str] = set()
 
     def write(self, root_passwd: str | None, root_passwd_hash: str | None, root_pypi: bool) -> None:
         created = not os.path.exists(self._target)
@@ -535,20 +536,24 @@ class _Writer:
             tx.set(keys.project(project.stage, project.name), {"name": project.display or project.name, "created": time.time()})
             records = {v: dict(meta, **{"+elinks": []}) for v, meta in project.versions.items()}
         for item in project.files:
-            temp = temp_name(files_dir)
-            if self._hard_links is False or _link(item.source, temp, stats.warnings) is None:
+            # the staging directory is the "aside" of the whole import: files go
+            # straight to their place in it, and it is removed if anything fails
+            target = os.path.join(files_dir, item.relpath)
+            parent = os.path.dirname(target)
+            if parent not in self._made_dirs:
+                os.makedirs(parent, exist_ok=True)
+                self._made_dirs.add(parent)
+            if self._hard_links is False or _link(item.source, target, stats.warnings) is None:
                 self._hard_links = False
-                if digest_file(item.source, copy_to=temp, fsync=False)[0]["sha256"] != item.digests["sha256"]:
+                if digest_file(item.source, copy_to=target, fsync=False)[0]["sha256"] != item.digests["sha256"]:
                     raise DumpError(f"{item.where} changed while it was imported")
-            tx.place_file(temp, item.relpath)
             entry = dict(item.entry)
             if item.link is not None:
                 link = dict(item.link)
-                data = wheel_metadata(temp) if item.basename.endswith(".whl") and item.kind == "releasefile" else None
+                data = wheel_metadata(target) if item.basename.endswith(".whl") and item.kind == "releasefile" else None
                 if data is not None:
-                    meta = prepare_bytes(files_dir, data, fsync=False)
-                    tx.place_file(meta.temp_path, keys.metadata_relpath(item.relpath))
-                    link["core_metadata"] = entry["core_metadata"] = {"sha256": meta.sha256}
+                    # the PEP 658 file is extracted from the wheel when first asked for
+                    link["core_metadata"] = entry["core_metadata"] = {"sha256": hashlib.sha256(data).hexdigest()}
                 records[item.version]["+elinks"].append(link)
             tx.set(keys.file(item.relpath), entry)
             stats.files += 1

@@ -15,9 +15,10 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from devpi_tx import keys
-from devpi_tx.files import CHUNK
+from devpi_tx.files import CHUNK, wheel_metadata
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
@@ -92,6 +93,20 @@ class FsckReport:
         return "\n".join(out) + "\n"
 
 
+def _metadata_problem(wheel_path: str, meta_path: str, entry: dict[str, Any]) -> str | None:
+    expected = entry["core_metadata"].get("sha256") if isinstance(entry["core_metadata"], dict) else None
+    if os.path.isfile(meta_path):
+        got = digest_file(meta_path)[0]["sha256"]
+    else:
+        data = wheel_metadata(wheel_path)
+        if data is None:
+            return "no metadata in the wheel"
+        got = hashlib.sha256(data).hexdigest()
+    if expected is not None and got != expected:
+        return f"metadata sha256 mismatch, expected {expected}, got {got}"
+    return None
+
+
 def _check(
     tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport, refetch: list[str] | None = None
 ) -> None:
@@ -120,15 +135,10 @@ def _check(
                 report.add("ERROR", f"Missing file {relpath}")
             continue
         problem = _problem(path, entry, checksum)
-        # uploads keep their PEP 658 file; mirrors only relay upstream's
-        if problem is None and entry.get("core_metadata") and kinds[stage] != "mirror":
-            meta_path = os.path.join(files_dir, keys.metadata_relpath(relpath))
-            if not os.path.isfile(meta_path):
-                problem = "metadata file missing"
-            elif checksum:
-                got = digest_file(meta_path)[0]["sha256"]
-                if got != entry["core_metadata"].get("sha256"):
-                    problem = f"metadata sha256 mismatch, expected {entry['core_metadata'].get('sha256')}, got {got}"
+        # an upload's PEP 658 file is derived from its wheel (an import leaves it
+        # to be extracted on request); mirrors only relay upstream's
+        if problem is None and checksum and entry.get("core_metadata") and kinds[stage] != "mirror":
+            problem = _metadata_problem(path, os.path.join(files_dir, keys.metadata_relpath(relpath)), entry)
         if problem is not None:
             if refetch is not None and kinds[stage] == "mirror":
                 refetch.append(relpath)

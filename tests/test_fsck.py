@@ -75,13 +75,25 @@ class FsckTests(SynchronousTestCase):
         self.assertIn(f"ERROR   Missing file {self.relpath(self.wheel)}\n", report.text())
 
     def test_wheel_metadata(self) -> None:
-        """The PEP 658 metadata file of a wheel is checked too."""
+        """
+        The PEP 658 metadata of a wheel is checked too: its file if there is
+        one, else what the wheel holds (the file is derived and may be absent).
+        """
         os.unlink(self.path(self.wheel) + ".metadata")
-        self.assertEqual(fsck(self.h.serverdir.path).errors, [f"{self.relpath(self.wheel)} - metadata file missing"])
+        self.assertEqual(fsck(self.h.serverdir.path).errors, [])
         with open(self.path(self.wheel) + ".metadata", "wb") as f:
             f.write(b"Name: other\n")
         (error,) = fsck(self.h.serverdir.path).errors
         self.assertIn("metadata sha256 mismatch", error)
+        os.unlink(self.path(self.wheel) + ".metadata")
+
+        def wrong_hash(tx: Any) -> None:
+            entry = tx.get(keys.file(self.relpath(self.wheel)))
+            tx.set(keys.file(self.relpath(self.wheel)), dict(entry, core_metadata={"sha256": "0" * 64}))
+
+        self.successResultOf(self.h.store.write(wrong_hash))
+        (error,) = fsck(self.h.serverdir.path).errors
+        self.assertIn(f"{self.relpath(self.wheel)} - metadata sha256 mismatch, expected {'0' * 64}", error)
 
     def test_mirror_missing_is_warning(self) -> None:
         """A cached mirror file that is gone is only a warning; entries never downloaded are skipped."""
