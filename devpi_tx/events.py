@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from devpi_tx.coalesce import Coalescer
 from devpi_tx.store.sqlite import SQLiteStore
@@ -93,6 +94,17 @@ class EventProcessor(Service):
         self.kick()
         return None
 
+    def _apply(self, serial: int, changes: dict[str, Any]) -> list[tuple[str, Failure]]:
+        """In a worker thread: run the hooks on one serial, then save it; the hooks' failures."""
+        failed = []
+        for hook in self._hooks:
+            try:
+                hook(serial, changes)
+            except Exception:
+                failed.append((hook.name, Failure()))
+        write_event_serial(self._serverdir, serial)
+        return failed
+
     def kick(self) -> Deferred[None]:
         """Process everything up to the current serial (one run at a time)."""
         if not self.running:
@@ -109,14 +121,12 @@ class EventProcessor(Service):
                 if not entries:
                     break
                 for entry in entries:
-                    for hook in self._hooks:
-                        try:
-                            await self._run(hook, entry.serial, entry.changes)
-                        except Exception:
-                            self.failures += 1
-                            self._log.failure("Hook {hook} failed at serial {serial}", hook=hook.name, serial=entry.serial)
+                    # every hook and the saved serial in one thread call: one hand-off per serial
+                    failed = await self._run(self._apply, entry.serial, entry.changes)
+                    for name, failure in failed:
+                        self.failures += 1
+                        self._log.failure("Hook {hook} failed at serial {serial}", failure, hook=name, serial=entry.serial)
                     self.event_serial = entry.serial
-                    await self._run(write_event_serial, self._serverdir, entry.serial)
             if self.event_serial >= self._store.current_serial():
                 self.in_sync_at = time.time()
             if not self._again:
