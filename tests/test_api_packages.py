@@ -233,6 +233,39 @@ class DeleteAndPushTests(_Base):
         self.assertNotIn(path[1:], self.h.api._known_files)
         self.assertEqual(self.h.request("GET", path, headers={"Accept": "*/*"}).code, 404)
 
+    def test_byte_ranges(self) -> None:
+        """
+        Stored files answer a single byte range with 206 and Content-Range,
+        a range past the end with 416; several ranges, other units, a
+        malformed header or a stale If-Range get the whole file.
+        """
+        path = self._file_path("alice/dev", self.wheel)
+        data = self.wheel[1]
+        size = len(data)
+        whole = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(whole.header("Accept-Ranges"), "bytes")
+        for asked, first, last in [("bytes=0-3", 0, 3), ("bytes=-4", size - 4, size - 1), ("bytes=10-", 10, size - 1),
+                                   (f"bytes=5-{size + 100}", 5, size - 1), (f"bytes=-{size + 5}", 0, size - 1)]:  # fmt: skip
+            reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
+            self.assertEqual(reply.code, 206, asked)
+            self.assertEqual(reply.body, data[first : last + 1], asked)
+            self.assertEqual(reply.header("Content-Range"), f"bytes {first}-{last}/{size}", asked)
+        head = self.h.request("HEAD", path, headers={"Accept": "*/*", "Range": "bytes=0-9"})
+        self.assertEqual((head.code, head.header("Content-Range"), head.body), (206, f"bytes 0-9/{size}", b""))
+        for asked in (f"bytes={size}-", "bytes=-0"):
+            reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
+            self.assertEqual((reply.code, reply.header("Content-Range"), reply.body), (416, f"bytes */{size}", b""), asked)
+        for asked in ("bytes=0-1,4-5", "items=0-3", "bytes=abc", "bytes=9-2", "bytes=-"):
+            reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
+            self.assertEqual((reply.code, reply.body), (200, data), asked)
+        stamp = whole.header("Last-Modified")
+        fresh = self.h.request("GET", path, headers={"Accept": "*/*", "Range": "bytes=0-3", "If-Range": stamp})
+        self.assertEqual((fresh.code, fresh.body), (206, data[:4]))
+        stale = self.h.request(
+            "GET", path, headers={"Accept": "*/*", "Range": "bytes=0-3", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"}
+        )
+        self.assertEqual((stale.code, stale.body), (200, data))
+
     def test_nonvolatile_needs_force(self) -> None:
         """On a non-volatile index deletes need C{?force}; strangers are refused."""
         self.h.request("PATCH", "/alice/dev", ["volatile=False"], user="alice")

@@ -4,6 +4,7 @@ A devpi_tx server process: first start, restart, request body limit.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -78,6 +79,38 @@ class ServerProcessTests(_ServerCase):
         conn.close()
         self.assertEqual((_serial(server.serverdir), _files(server.serverdir)), (serial, files))
         self.assertEqual(upload(server.port, token, "small", "1.0"), 200)
+
+    async def test_byte_ranges_over_http(self) -> None:
+        """
+        Ranges of a small and of a large stored file (the latter through the
+        producer) keep the connection's framing: exact lengths, and the next
+        request on the same connection is answered normally.
+        """
+        server = await self.start_server()
+        token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
+        put_json(f"{server.url}/root/dev", {}, ("root", token))
+        wheels = {"small": make_wheel("small", "1.0"), "large": make_wheel("large", "1.0", extra="x" * (3 << 20))}
+        for name, (_, data) in wheels.items():
+            self.assertEqual(upload(server.port, token, name, "1.0", data), 200)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.addCleanup(conn.close)
+        for name, (filename, data) in wheels.items():
+            sha = hashlib.sha256(data).hexdigest()
+            path = f"/root/dev/+f/{sha[:3]}/{sha[3:16]}/{filename}"
+            size = len(data)
+            for asked, first, last in [("bytes=0-99", 0, 99), ("bytes=-22", size - 22, size - 1),
+                                       (f"bytes=17-{size - 5}", 17, size - 5)]:  # fmt: skip
+                conn.request("GET", path, headers={"Range": asked})
+                response = conn.getresponse()
+                body = response.read()
+                self.assertEqual(response.status, 206, (name, asked))
+                self.assertEqual(response.getheader("Content-Length"), str(last - first + 1), (name, asked))
+                self.assertEqual(response.getheader("Content-Range"), f"bytes {first}-{last}/{size}", (name, asked))
+                self.assertEqual(body, data[first : last + 1], (name, asked))
+            conn.request("GET", path)
+            response = conn.getresponse()
+            self.assertEqual((response.status, response.getheader("Accept-Ranges")), (200, "bytes"))
+            self.assertEqual(response.read(), data)
 
     async def test_plugin_listed_and_bad_option(self) -> None:
         """C{twistd --help} lists devpi; a bad option value is refused before anything starts."""

@@ -53,7 +53,11 @@ class FileRoutes(Base):
     def _remember_file(self, relpath: str, path: str, entry: dict[str, Any]) -> None:
         if len(self._known_files) >= _KNOWN_MAX:
             self._known_files.clear()
-        headers = [(b"Cache-Control", IMMUTABLE), (b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))]
+        headers = [
+            (b"Cache-Control", IMMUTABLE),
+            (b"Content-Type", content_type(relpath.rsplit("/", 1)[-1])),
+            (b"Accept-Ranges", b"bytes"),
+        ]
         if entry.get("last_modified"):
             headers.append((b"Last-Modified", entry["last_modified"].encode("latin-1")))
         self._known_files[relpath] = (path, tuple(headers))
@@ -65,7 +69,7 @@ class FileRoutes(Base):
         those go through a producer).
         """
         known = self._known_files
-        if not known or request.method != b"GET" or b"/+f/" not in request.path:
+        if not known or request.method != b"GET" or b"/+f/" not in request.path or request.getHeader(b"Range"):
             return None
         relpath = unquote(request.path[1:].decode("utf-8", "replace"))
         found = known.get(relpath)
