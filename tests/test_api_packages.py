@@ -217,9 +217,12 @@ class DeleteAndPushTests(_Base):
 
     def test_served_file_table_follows_commits(self) -> None:
         """
-        A file served once is answered from the table of known files, with
-        the same body and headers; deleting it drops it from the table.
+        A stored file is answered from the table of known files, with the
+        same body and headers; deleting it drops it from the table.
         """
+        newer = make_wheel("pkg", "1.1")
+        self.h.upload("alice/dev", "alice", "pkg", "1.1", newer)
+        self.assertIn(self._file_path("alice/dev", newer)[1:], self.h.api._known_files)  # from its upload's commit
         path = self._file_path("alice/dev", self.wheel)
         first = self.h.request("GET", path, headers={"Accept": "*/*"})
         self.assertIn(path[1:], self.h.api._known_files)

@@ -111,6 +111,11 @@ class ServerProcessTests(_ServerCase):
             response = conn.getresponse()
             self.assertEqual((response.status, response.getheader("Accept-Ranges")), (200, "bytes"))
             self.assertEqual(response.read(), data)
+            for extra, status, length in [({}, 200, size), ({"Range": "bytes=-10"}, 206, 10)]:
+                conn.request("HEAD", path, headers=extra)
+                response = conn.getresponse()
+                self.assertEqual((response.status, response.getheader("Content-Length")), (status, str(length)), extra)
+                self.assertEqual(response.read(), b"")
 
     async def test_plugin_listed_and_bad_option(self) -> None:
         """C{twistd --help} lists devpi; a bad option value is refused before anything starts."""

@@ -21,7 +21,7 @@ from devpi_tx.upstream import UpstreamError, with_credentials
 from devpi_tx.users import get_ixconfig
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header
-from devpi_tx.web.filesend import WHOLE, content_type, send_file
+from devpi_tx.web.filesend import WHOLE, byte_range, content_type, send_file
 
 IMMUTABLE = b"max-age=365000000, immutable, public"
 METADATA = ".metadata"
@@ -32,9 +32,9 @@ _KNOWN_MAX = 20000
 
 class FileRoutes(Base):
     """
-    Stored files are served from a table of the ones already served (path
-    on disk and headers) before routing, without a store read; a commit
-    that changes a file's entry drops it from the table.
+    Stored files are served before routing, without a store read, from a
+    table of the ones committed or served (path on disk and headers); a
+    commit that changes or removes a file's entry updates the table.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -43,12 +43,18 @@ class FileRoutes(Base):
         self._store.subscribe(self._file_changed)
 
     def _file_changed(self, serial: int, changes: dict[str, Any]) -> None:
-        for key in changes:
-            if key[:2] == "f/":
-                self._known_files.pop(key[2:], None)
-            elif key[:2] == "i/":
-                self._known_files.clear()
-                return
+        if any(key[:2] == "i/" for key in changes):
+            self._known_files.clear()
+            return
+        for key, value in changes.items():
+            if key[:2] != "f/":
+                continue
+            relpath = key[2:]
+            if isinstance(value, dict) and value.get("last_modified"):
+                # committed after its file was put in place: servable at once
+                self._remember_file(relpath, os.path.join(self._config.files_dir, relpath), value)
+            else:
+                self._known_files.pop(relpath, None)
 
     def _remember_file(self, relpath: str, path: str, entry: dict[str, Any]) -> None:
         if len(self._known_files) >= _KNOWN_MAX:
@@ -64,12 +70,14 @@ class FileRoutes(Base):
 
     def cached_file(self, request: IRequest) -> bytes | None:
         """
-        The body of a stored file already served once, answered before
-        routing; C{None} when the request is not for one (or it is large:
-        those go through a producer).
+        The body (or byte range) of a stored file already served once,
+        answered before routing; C{None} when the request is not for one,
+        is conditional or asks for more than L{WHOLE} bytes (those take the
+        routed path).
         """
         known = self._known_files
-        if not known or request.method != b"GET" or b"/+f/" not in request.path or request.getHeader(b"Range"):
+        method = request.method
+        if not known or method not in (b"GET", b"HEAD") or b"/+f/" not in request.path or request.getHeader(b"If-Range"):
             return None
         relpath = unquote(request.path[1:].decode("utf-8", "replace"))
         found = known.get(relpath)
@@ -78,14 +86,28 @@ class FileRoutes(Base):
         path, headers = found
         try:
             with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size > WHOLE:
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    wanted = byte_range(request.getHeader(b"Range"), size)
+                except ValueError:
+                    return None  # 416 from the routed path
+                start, length = (0, size) if wanted is None else (wanted[0], wanted[1] - wanted[0] + 1)
+                if length > WHOLE:
                     return None
-                body = f.read()
+                body = b""
+                if method == b"GET":
+                    f.seek(start)
+                    body = f.read(length)
         except OSError:
             known.pop(relpath, None)
             return None
         for name, value in headers:
             request.setHeader(name, value)
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}".encode())
+        if method == b"HEAD":
+            request.setHeader(b"Content-Length", str(length).encode())
         return body
 
     @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD", "DELETE", "POST"])
