@@ -76,6 +76,8 @@ class MirrorPage:
     stale: bool = False
     serial: int = -1
     expires: float = 0.0
+    written: int | None = None
+    """The store serial at which this answer was fetched and stored, if it was."""
 
 
 @dataclass
@@ -238,10 +240,17 @@ class MirrorService:
         except ParseError as e:
             return self._stale_or_fail(stage, record, f"bad page from {url}: {e}")
         new = self._record(stage, project, links, versions, fetched, ignore_serial)
-        await self.store.write(lambda tx: self._store_page(tx, stage, project, new))
+        def store(tx: ITransaction) -> int:
+            self._store_page(tx, stage, project, new)
+            return tx.serial
+
+        before, written = await self.store.write(store)
         self._fresh[key] = now
         self._missing.pop(key, None)
-        return self._page(stage, new, expires=expires)
+        page = self._page(stage, new, expires=expires)
+        if written > before:  # a new serial: not a write that changed nothing
+            page.written = written
+        return page
 
     def _record(
         self,

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx import keys
 from devpi_tx.fsck import fsck
+from devpi_tx.web.pagecache import PageCache
 from tests.fakeupstream import FakeUpstream
 from tests.helpers import APIHarness, make_wheel
 
@@ -43,6 +44,37 @@ class _MirrorBase(SynchronousTestCase):
 
 
 class MirrorPageTests(_MirrorBase):
+    def test_fetched_page_is_cached_at_once(self) -> None:
+        """The page built while fetching from upstream is kept: the next request is a page-cache hit."""
+        first = self.page()
+        hits = self.h.api.pages.hits
+        second = self.page()
+        self.assertEqual(self.h.api.pages.hits, hits + 1)
+        self.assertEqual(second.body, first.body)
+        self.assertEqual(self.up.requests["/simple/requests/"], 1)
+
+    def test_own_write_does_not_make_a_page_stale(self) -> None:
+        """
+        A page computed at serial S and showing its own commit W is kept;
+        if another commit touched the project between S and W it is not.
+        """
+        cache = PageCache(self.h.store)
+        page = (b"text/html", b"page", (), None)
+
+        def write(key: str, value: Any) -> int:
+            return int(self.successResultOf(self.h.store.write(lambda tx: tx.set(key, value)))[1])
+
+        start = self.h.store.current_serial()
+        own = write("m/root/pypi/alpha", {"links": [1]})
+        self.assertTrue(cache.put("alpha", ("k",), start, page, own_write=own))
+        self.assertEqual(cache.get("alpha", ("k",)), page)
+        start = self.h.store.current_serial()
+        write("m/root/pypi/beta", {"links": [1]})  # someone else's change to beta
+        own = write("m/root/pypi/beta", {"links": [2]})
+        self.assertFalse(cache.put("beta", ("k",), start, page, own_write=own))
+        self.assertFalse(cache.put("beta", ("k",), start, page))
+        self.assertIsNone(cache.get("beta", ("k",)))
+
     def test_links_rewritten(self) -> None:
         """Upstream links become our +f URLs with hashes, yanked, requires-python, size, metadata."""
         reply = self.page()

@@ -23,6 +23,7 @@ class PageCache:
         self._clock = clock
         self._pages: dict[str, dict[tuple[Any, ...], Page]] = {}
         self._dropped: dict[str, int] = {}
+        self._dropped_before: dict[str, int] = {}
         self._all_dropped = -1
         self._count = 0
         self._max = max_pages
@@ -45,11 +46,13 @@ class PageCache:
                     projects.add(LIST)
         for project in projects:
             self._count -= len(self._pages.pop(project, {}))
+            self._dropped_before[project] = self._dropped.get(project, -1)
             self._dropped[project] = serial
 
     def clear(self, serial: int) -> None:
         self._pages.clear()
         self._dropped.clear()
+        self._dropped_before.clear()
         self._count = 0
         self._all_dropped = serial
 
@@ -63,13 +66,22 @@ class PageCache:
             self.hits += 1
         return found
 
-    def put(self, project: str, key: tuple[Any, ...], serial: int, value: Page) -> None:
-        """Keep C{value}, computed at C{serial}, unless a newer commit dropped it."""
-        if serial < self._all_dropped or serial < self._dropped.get(project, -1):
-            return
+    def put(self, project: str, key: tuple[Any, ...], serial: int, value: Page, own_write: int | None = None) -> bool:
+        """
+        Keep C{value}, computed at C{serial}, unless a newer commit dropped
+        it; whether it was kept.  C{own_write} is the serial of a commit the
+        computation made itself and whose result C{value} shows (a mirror
+        page it fetched and stored): that one does not make it stale.
+        """
+        if serial < self._all_dropped:
+            return False
+        dropped = self._dropped.get(project, -1)
+        if serial < dropped and not (dropped == own_write and self._dropped_before.get(project, -1) <= serial):
+            return False
         if self._count >= self._max:
             self.clear(self._all_dropped)
         group = self._pages.setdefault(project, {})
         if key not in group:
             self._count += 1
         group[key] = value
+        return True

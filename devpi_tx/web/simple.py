@@ -34,6 +34,7 @@ class Rendered:
     expires: float | None = None
     stale: bool = False
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    own_write: int | None = None
 
 
 def _check_project_segment(project: str) -> None:
@@ -81,7 +82,9 @@ class SimpleRoutes(Base):
             if page.stale:
                 headers += STALE_HEADERS + ((b"Expires", releases.http_date(self._clock()).encode()),)
             else:
-                self.pages.put(group, key, page.serial, (page.content_type, page.body, headers, page.expires))
+                self.pages.put(
+                    group, key, page.serial, (page.content_type, page.body, headers, page.expires), page.own_write
+                )
             found = (page.content_type, page.body, headers, page.expires)
         request.setHeader(b"Content-Type", found[0])
         for name, value in found[2]:
@@ -175,7 +178,9 @@ class SimpleRoutes(Base):
             expires = min((p.expires for p in pages), default=None)
             upstream_serial = max((p.serial for p in pages), default=-1)
             headers = ((b"X-PYPI-LAST-SERIAL", str(upstream_serial).encode()),) if upstream_serial > 0 else ()
-            return Rendered(content_type, body, plan.serial, expires, any(p.stale for p in pages), headers)
+            written = [p.written for p in pages if p.written is not None]
+            own = written[0] if len(written) == 1 else None
+            return Rendered(content_type, body, plan.serial, expires, any(p.stale for p in pages), headers, own)
 
         return await self._cached(request, normalized, build)
 
