@@ -20,7 +20,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -400,6 +400,35 @@ def has_error(obj: Any) -> bool:
     return False
 
 
+def paired_warm(which: list[str], devpi_venv: Path | None, upstream: str, nginx_work: Path, expected: set[str],
+                work: Path, iterations: int, stopped: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """
+    Warm installs with every target's server running at once (each filled by one install first), the
+    targets taking turns install by install: a drift of the machine then hits them alike. Per tool: each
+    target's median, and the median over iterations of each target's time / direct's time of the same turn.
+    """
+    out: dict[str, Any] = {}
+    with ExitStack() as stack:
+        served = {t: stack.enter_context(serving(t, devpi_venv, upstream, nginx_work, work / t.replace("-", "_"), stopped))
+                  for t in which}  # fmt: skip
+        for tool in ("pip", "uv"):
+            for target, srv in served.items():
+                install(tool, srv.index, work, expected)  # fills a mirror's cache
+            runs: dict[str, list[float]] = {t: [] for t in which}
+            for number in range(iterations):
+                order = which[number % len(which) :] + which[: number % len(which)]
+                for target in order:
+                    runs[target].append(install(tool, served[target].index, work, expected))
+            res: dict[str, Any] = {t: {"s": median(r), "runs_s": r} for t, r in runs.items()}
+            if "direct" in runs:
+                for target in which:
+                    ratios = [a / b for a, b in zip(runs[target], runs["direct"])]
+                    res[target]["ratio_to_direct"] = round(median(ratios), 3)
+            log(f"paired warm {tool}: " + ", ".join(f"{t} {r['s']} s ({r.get('ratio_to_direct')}x)" for t, r in res.items()))
+            out[tool] = res
+    return out
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -432,6 +461,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="warm installs per tool and round (best is kept)")
     default_venvs = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     p.add_argument("--venv-dir", default=default_venvs, help=f"where install venvs go [{default_venvs}]")
+    p.add_argument("--paired", type=int, default=5, help="turns of the paired warm comparison (0: skip it)")
     args = p.parse_args()
     only = {"devpi": "devpi-server"}.get(args.only or "", args.only)
     which = [t for t in TARGETS if only is None or t == only]
@@ -444,6 +474,7 @@ def main() -> int:
     log(f"upstream: {len(wheels)} wheels, {len(real)} projects, {n_names} names in the root list")
 
     per_round: dict[str, list[dict[str, Any]]] = {t: [] for t in which}
+    paired: dict[str, Any] = {}
     stopped: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mirror-nginx-") as tmp, \
             tempfile.TemporaryDirectory(prefix="mirror-venvs-", dir=args.venv_dir) as venvs:  # fmt: skip
@@ -459,6 +490,12 @@ def main() -> int:
                 for target in turn:
                     per_round[target].append(bench_target(target, devpi_venv, upstream, nginx_work, set(real),
                                                           n_names, args.repeat, stopped))  # fmt: skip
+            if args.paired:
+                with tempfile.TemporaryDirectory(prefix="mirror-paired-") as paired_tmp:
+                    for target in which:
+                        (Path(paired_tmp) / target.replace("-", "_")).mkdir()
+                    paired = paired_warm(which, devpi_venv, upstream, nginx_work, set(real), Path(paired_tmp),
+                                         args.paired, stopped)  # fmt: skip
         finally:
             stop(proc)
             left = survivors(proc.pid)
@@ -469,16 +506,24 @@ def main() -> int:
     results = {t: aggregate(r) for t, r in per_round.items()}
 
     print(table(results))
+    if paired:
+        print("\n| paired warm (median of turns) | " + " | ".join(which) + " |")
+        print("|---|" + "---:|" * len(which))
+        for tool, res in paired.items():
+            cells = [f"{res[t]['s']:.3f} s" + (f" ({res[t]['ratio_to_direct']:.2f}x)" if "ratio_to_direct" in res[t] else "")
+                     for t in which]  # fmt: skip
+            print(f"| {tool} | " + " | ".join(cells) + " |")
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"mirror-{stamp}.json"
     nginx_version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
     meta = {"timestamp": stamp, "names": args.names, "rounds": args.rounds, "repeat": args.repeat,
-            "root_warm_runs": ROOT_WARM_RUNS, "venv_dir": args.venv_dir,
+            "root_warm_runs": ROOT_WARM_RUNS, "venv_dir": args.venv_dir, "paired": args.paired,
             "packages": PACKAGES, "wheels": [w.name for w in wheels], "projects": real,
             "devpi_server_version": DEVPI_VERSION, "nginx": nginx_version, "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "upstream_requests_total": upstream_requests, "processes": stopped}  # fmt: skip
-    out.write_text(json.dumps({"meta": meta, "results": results, "rounds": per_round}, indent=2) + "\n")
+    out.write_text(json.dumps({"meta": meta, "results": results, "rounds": per_round, "paired_warm": paired},
+                              indent=2) + "\n")  # fmt: skip
     print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
     return 1 if orphans or any(has_error(r) for rs in per_round.values() for r in rs) else 0
 
