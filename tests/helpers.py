@@ -33,6 +33,17 @@ from devpi_tx.web.site import DevpiResource
 UPSTREAM_URL = "http://upstream.test/simple/"
 
 
+def files_below(path: str) -> dict[str, bytes]:
+    """Every file below C{path}, by path relative to it."""
+    found = {}
+    for dirpath, _, filenames in os.walk(path):
+        for filename in filenames:
+            full = os.path.join(dirpath, filename)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = f.read()
+    return found
+
+
 def make_wheel(
     name: str, version: str, requires_python: str | None = None, extra: str = "", requires: tuple[str, ...] = ()
 ) -> tuple[str, bytes]:

@@ -31,7 +31,7 @@ from devpi_tx.dump import (
 from devpi_tx.dumpimport import import_dump
 from devpi_tx.fsck import fsck
 from tests.devpi_server import DevpiServer, devpi_venv
-from tests.helpers import APIHarness, make_sdist, make_wheel, multipart, upload_fields
+from tests.helpers import APIHarness, files_below, make_sdist, make_wheel, multipart, upload_fields
 
 BASE = "http://127.0.0.1:3141"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -206,15 +206,6 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def tree(path: str) -> dict[str, bytes]:
-    found = {}
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            found[os.path.relpath(full, path)] = read_bytes(full)
-    return found
-
-
 class RoundTripTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         """Export and import keep users, passwords, indexes, versions, links, logs, files and times."""
@@ -238,9 +229,9 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(before["bob/a"]["bases"], ["bob/b"])
         self.assertEqual(before["bob/child"]["bases"], ["bob/base"])
         # the files byte for byte; the PEP 658 files, derived from the wheels, as served
-        files = tree(source.serverdir.files)
+        files = files_below(source.serverdir.files)
         derived = {path: files.pop(path) for path in list(files) if path.endswith(".metadata")}
-        self.assertEqual(files, tree(copy.serverdir.files))
+        self.assertEqual(files, files_below(copy.serverdir.files))
         self.assertTrue(derived)
         for path, data in derived.items():
             served = copy.request("GET", "/" + path, headers={"Accept": "*/*"})
@@ -573,11 +564,11 @@ class CorruptDumpTests(SynchronousTestCase):
 
     def test_target_not_new(self) -> None:
         """A server directory with data is refused and left alone."""
-        before = tree(self.source.serverdir.path)
+        before = files_below(self.source.serverdir.path)
         with self.assertRaises(DumpError) as e:
             import_dump(self.source.serverdir.path, self.dump)
         self.assertIn("already contains server data", str(e.exception))
-        self.assertEqual(tree(self.source.serverdir.path), before)
+        self.assertEqual(files_below(self.source.serverdir.path), before)
 
     def test_failure_while_writing(self) -> None:
         """A failure after the checks leaves the target as it was, and says so."""

@@ -31,7 +31,7 @@ from devpi_tx.hooks import (
 )
 from devpi_tx.model import APIError
 from devpi_tx.web.docs import DocRoutes, doc_versions, locate_doc
-from tests.helpers import APIHarness, make_sdist
+from tests.helpers import APIHarness, files_below, make_sdist
 
 
 def make_zip(members: dict[str, str | bytes], symlinks: dict[str, str] | None = None) -> bytes:
@@ -45,17 +45,6 @@ def make_zip(members: dict[str, str | bytes], symlinks: dict[str, str] | None = 
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, target)
     return buf.getvalue()
-
-
-def files_below(path: str) -> dict[str, bytes]:
-    """Every file below C{path}, by path relative to it."""
-    found = {}
-    for dirpath, _, filenames in os.walk(path):
-        for filename in filenames:
-            full = os.path.join(dirpath, filename)
-            with open(full, "rb") as f:
-                found[os.path.relpath(full, path)] = f.read()
-    return found
 
 
 def version_record(name: str, version: str, *links: dict[str, Any], **metadata: Any) -> dict[str, Any]:
