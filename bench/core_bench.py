@@ -207,6 +207,16 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def setup_alice_dev(base: str, upstream: str) -> None:
+    """As root: point root/pypi at upstream; create alice (password pw) and alice/dev on root/pypi."""
+    api = Client(base)
+    api.login("root", "")
+    api.call("PATCH", "/root/pypi", [f"mirror_url={upstream}"])
+    api.call("PUT", "/alice", {"password": "pw", "email": "a@x"})
+    api.login("alice", "pw")
+    api.call("PUT", "/alice/dev", {"bases": ["root/pypi"]})
+
+
 def upload(base: str, files: list[Path], workdir: Path) -> float:
     start = time.monotonic()
     for i in range(0, len(files), UPLOAD_BATCH):
@@ -328,12 +338,7 @@ def bench_server(which: str, devpi_venv: Path | None, upstream: str,
             res["idle_rss_mb"] = round(tree_rss_kb(proc.pid) / 1024, 1)
             log(f"{which}: up on {base} in {res['startup_s']}s, RSS {res['idle_rss_mb']} MB")
 
-            api = Client(base)
-            api.login("root", "")
-            api.call("PATCH", "/root/pypi", [f"mirror_url={upstream}"])
-            api.call("PUT", "/alice", {"password": "pw", "email": "a@x"})
-            api.login("alice", "pw")
-            api.call("PUT", "/alice/dev", {"bases": ["root/pypi"]})
+            setup_alice_dev(base, upstream)
 
             files = [p for ps in wheels.values() for p in ps]
             log(f"{which}: uploading {len(files)} files")

@@ -23,8 +23,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
-    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, TWISTD, UPLOAD_BATCH, Client, UpstreamHandler,
-    ensure_devpi_venv, ensure_wheels, free_port, log, spawn_server, stop, tail, upload, wait_ready,
+    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, TWISTD, UPLOAD_BATCH, UpstreamHandler, ensure_devpi_venv,
+    ensure_wheels, free_port, log, setup_alice_dev, spawn_server, stop, tail, upload, wait_ready,
 )  # fmt: skip
 
 SERVERS = ("devpi-server", "devpi_tx")
@@ -180,12 +180,7 @@ def populate(server: str, venv: Path | None, upstream: str, files: list[Path], w
     proc, base, _ = spawn_server(venv, work)
     try:
         wait_ready(proc, base)
-        api = Client(base)
-        api.login("root", "")
-        api.call("PATCH", "/root/pypi", [f"mirror_url={upstream}"])
-        api.call("PUT", "/alice", {"password": "pw", "email": "a@x"})
-        api.login("alice", "pw")
-        api.call("PUT", "/alice/dev", {"bases": ["root/pypi"]})
+        setup_alice_dev(base, upstream)
         return upload(base, files, work)
     except Exception as exc:
         raise RuntimeError(f"populate: {exc}\nserver log tail:\n{tail(work / 'server.log')}") from exc

@@ -21,9 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
-    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, UPLOAD_BATCH, WRK_CONNECTIONS, WRK_THREADS, Client,
-    UpstreamHandler, ensure_devpi_venv, ensure_wheels, ensure_wrk, log, run_wrk, spawn_server, stop, tail,
-    tree_rss_kb, upload, verify_simple, wait_ready,
+    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, UPLOAD_BATCH, WRK_CONNECTIONS, WRK_THREADS,
+    UpstreamHandler, ensure_devpi_venv, ensure_wheels, ensure_wrk, log, run_wrk, setup_alice_dev, spawn_server, stop,
+    tail, tree_rss_kb, upload, verify_simple, wait_ready,
 )  # fmt: skip
 
 READ_PROJECTS, READ_VERSIONS = 100, 3  # bench-pkg-0001..0100, 1.0.0..1.0.2: the pages wrk reads
@@ -182,12 +182,7 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
             pids = tree_pids(proc.pid)
             res["pids"] = pids
             log(f"{name}: up on {base}, processes {pids}")
-            api = Client(base)
-            api.login("root", "")
-            api.call("PATCH", "/root/pypi", [f"mirror_url={upstream}"])
-            api.call("PUT", "/alice", {"password": "pw", "email": "a@x"})
-            api.login("alice", "pw")
-            api.call("PUT", "/alice/dev", {"bases": ["root/pypi"]})
+            setup_alice_dev(base, upstream)
             files = [p for ps in read.values() for p in ps]
             res["setup_uploads_per_s"] = round(upload(base, files, work), 2)
             log(f"{name}: {len(files)} files uploaded ({res['setup_uploads_per_s']}/s)")
