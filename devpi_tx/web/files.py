@@ -21,7 +21,7 @@ from devpi_tx.upstream import UpstreamError, with_credentials
 from devpi_tx.users import get_ixconfig
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header
-from devpi_tx.web.filesend import WHOLE, byte_range, content_type, send_file
+from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span
 
 IMMUTABLE = b"max-age=365000000, immutable, public"
 METADATA = ".metadata"
@@ -91,21 +91,19 @@ class FileRoutes(Base):
                     wanted = byte_range(request.getHeader(b"Range"), size)
                 except ValueError:
                     return None  # 416 from the routed path
-                start, length = (0, size) if wanted is None else (wanted[0], wanted[1] - wanted[0] + 1)
+                offset, length = span(wanted, size)
                 if length > WHOLE:
                     return None
                 body = b""
                 if method == b"GET":
-                    f.seek(start)
+                    f.seek(offset)
                     body = f.read(length)
         except OSError:
             known.pop(relpath, None)
             return None
+        answer_range(request, wanted, size)
         for name, value in headers:
             request.setHeader(name, value)
-        if wanted is not None:
-            request.setResponseCode(206)
-            request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}".encode())
         if method == b"HEAD":
             request.setHeader(b"Content-Length", str(length).encode())
         return body

@@ -105,6 +105,19 @@ def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def span(wanted: tuple[int, int] | None, size: int) -> tuple[int, int]:
+    """The C{(offset, length)} to send of a file of C{size} bytes for a L{byte_range} result."""
+    return (0, size) if wanted is None else (wanted[0], wanted[1] - wanted[0] + 1)
+
+
+def answer_range(request: IRequest, wanted: tuple[int, int] | None, size: int) -> tuple[int, int]:
+    """Mark C{request} 206 with its Content-Range when C{wanted}; the L{span} to send."""
+    if wanted is not None:
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}".encode())
+    return span(wanted, size)
+
+
 async def send_file(request: IRequest, path: str, mime: bytes | None = None) -> bytes:
     """
     Answer C{request} with the file at C{path} (headers only for HEAD), or
@@ -126,11 +139,7 @@ async def send_file(request: IRequest, path: str, mime: bytes | None = None) -> 
             request.setHeader(b"Content-Range", f"bytes */{size}".encode())
             request.setHeader(b"Content-Length", b"0")
             return b""
-    start, length = 0, size
-    if wanted is not None:
-        start, length = wanted[0], wanted[1] - wanted[0] + 1
-        request.setResponseCode(206)
-        request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}".encode())
+    start, length = answer_range(request, wanted, size)
     request.setHeader(b"Content-Length", str(length).encode())
     if request.method == b"HEAD":
         source.close()
