@@ -315,6 +315,38 @@ class MirrorFileTests(_MirrorBase):
         self.assertTrue(os.path.exists(os.path.join(self.h.serverdir.files, relpath)))
         self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 1)
 
+    def test_failed_keep_leaves_nothing(self) -> None:
+        """
+        When syncing the verified file fails after the client was answered,
+        no file, temp file or cached entry is left; the next request
+        downloads it again.
+        """
+        held: list[Deferred[Any]] = []
+
+        def later(fn: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            held.append(d)
+            return d
+
+        assert self.h.mirror_files is not None
+        run = self.h.mirror_files._run
+        self.h.mirror_files._run = later
+        self.page()
+        path = self.file_path(self.wheel)
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((reply.code, reply.body), (200, self.wheel.data))
+        held.pop().errback(OSError(5, "Input/output error"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        entry = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.file(path[1:]))))
+        self.assertNotIn("last_modified", entry)
+        self.assertFalse(os.path.exists(os.path.join(self.h.serverdir.files, path[1:])))
+        self.assertEqual(os.listdir(os.path.join(self.h.serverdir.files, ".tmp")), [])
+        self.h.mirror_files._run = run
+        again = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((again.code, again.body), (200, self.wheel.data))
+        self.assertEqual(self.up.requests[f"/files/{self.wheel.filename}"], 2)
+        self.assertTrue(os.path.exists(os.path.join(self.h.serverdir.files, path[1:])))
+
     def test_concurrent_requests_one_download(self) -> None:
         """Concurrent requests for an uncached file cause one upstream download."""
         self.page()

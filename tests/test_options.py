@@ -121,6 +121,25 @@ class MetricsTests(SynchronousTestCase):
         self.assertIn("devpi_tx_serial 7", text)
 
 
+class ConnectionTests(SynchronousTestCase):
+    def test_no_delay(self) -> None:
+        """Server connections turn Nagle off: a response's last small write must not wait for an ACK."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from twisted.web.resource import Resource
+
+        from devpi_tx.web.site import DevpiSite
+
+        calls: list[bool] = []
+        transport = StringTransport()
+        transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
+        channel = DevpiSite(Resource(), max_body=1).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        channel.makeConnection(transport)
+        self.assertEqual(calls, [True])
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404"))
+
+
 class RequestLogTests(SynchronousTestCase):
     def test_one_event_per_request(self) -> None:
         """Each finished request is one log event: a text line, and its parts as fields for JSON lines."""
