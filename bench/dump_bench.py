@@ -122,16 +122,18 @@ def run_measured(cmd: list[str], logfile: Path, cwd: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         proc = subprocess.Popen([TIME, "-f", "%M", "-o", str(rssfile), *cmd], cwd=cwd, env=tool_env(), stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    # a blocking wait: Popen.wait(timeout) polls with sleeps of up to 50 ms, which would be timed too
+    timer = threading.Timer(RUN_TIMEOUT, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
     try:
-        proc.wait(RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
+        proc.wait()
+        wall = time.monotonic() - t0
     finally:  # timeout, or SIGTERM/SIGINT of this script
+        timer.cancel()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     rc = proc.returncode
-    wall = time.monotonic() - t0
     lines = rssfile.read_text().split() if rssfile.exists() else []
     rss = round(int(lines[-1]) / 1024, 1) if lines and lines[-1].isdigit() else None
     return {"s": round(wall, 3), "peak_rss_mb": rss, "rc": rc}
