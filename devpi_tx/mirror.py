@@ -240,6 +240,7 @@ class MirrorService:
         except ParseError as e:
             return self._stale_or_fail(stage, record, f"bad page from {url}: {e}")
         new = self._record(stage, project, links, versions, fetched, ignore_serial)
+
         def store(tx: ITransaction) -> int:
             self._store_page(tx, stage, project, new)
             return tx.serial

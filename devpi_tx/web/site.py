@@ -142,7 +142,7 @@ class DevpiSite(server.Site):
         method = request.method.decode("latin-1")
         path = request.uri.decode("latin-1")
         ms = elapsed * 1000
-        # one pre-formatted field: formatting five fields per request cost a quarter of a cached page's CPU
+        # logging was about a quarter of a cached page's CPU; one pre-formatted field formats faster than five
         self._log.info(
             "{request_line}",
             request_line=f"{method} {path} {request.code} {request.sentLength} {ms:.1f}ms",
