@@ -133,7 +133,9 @@ class ConnectionTests(SynchronousTestCase):
         calls: list[bool] = []
         transport = StringTransport()
         transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
-        channel = DevpiSite(Resource(), max_body=1).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        site = DevpiSite(Resource(), max_body=1)
+        site.timeOut = None  # no idle timer on the global reactor from this in-memory connection
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         channel.makeConnection(transport)
         self.assertEqual(calls, [True])
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
