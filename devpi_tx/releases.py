@@ -39,7 +39,8 @@ class Upload:
 
     filename: str
     content: PreparedFile
-    core_metadata: PreparedFile | None = None
+    core_metadata_sha256: str | None = None
+    """Of a wheel's PEP 658 metadata, which is extracted from the wheel when asked for."""
 
 
 @dataclass
@@ -216,15 +217,13 @@ def store_release(
         upload.content.sha256,
     )
     if identical:
-        unused = [upload.content] + ([upload.core_metadata] if upload.core_metadata else [])
-        return StoreResult(relpath, identical=True, unused=unused)
+        return StoreResult(relpath, identical=True, unused=[upload.content])
     log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
     extra: dict[str, Any] = {}
     entry = _file_entry(project, record["version"], upload.content, now)
-    if upload.core_metadata is not None:
-        extra["core_metadata"] = {"sha256": upload.core_metadata.sha256}
+    if upload.core_metadata_sha256 is not None:
+        extra["core_metadata"] = {"sha256": upload.core_metadata_sha256}
         entry["core_metadata"] = extra["core_metadata"]
-        tx.place_file(upload.core_metadata.temp_path, keys.metadata_relpath(relpath))
     record["+elinks"].append(_link(relpath, "releasefile", upload.content, log, now, **extra))
     tx.set(vkey, record)
     tx.set(keys.file(relpath), entry)
@@ -523,8 +522,10 @@ def push(
         entry = _file_entry(target_project, version, copied, now)
         if extra:
             entry.update(extra)
-            meta = prepare_copy(files_dir, _path(files_dir, keys.metadata_relpath(link["entrypath"])))
-            tx.place_file(meta.temp_path, keys.metadata_relpath(relpath))
+            source_meta = _path(files_dir, keys.metadata_relpath(link["entrypath"]))
+            if os.path.exists(source_meta):  # else it is extracted from the wheel on request
+                meta = prepare_copy(files_dir, source_meta)
+                tx.place_file(meta.temp_path, keys.metadata_relpath(relpath))
         tx.set(keys.file(relpath), entry)
         tx.place_file(copied.temp_path, relpath)
         if link["rel"] == "doczip":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from tests.helpers import make_sdist, make_wheel, multipart, upload_fields
 from tests.test_api import SIMPLE_JSON, _Base
@@ -37,8 +38,13 @@ class UploadTests(_Base):
         self.assertEqual(entry["size"], len(data))
         self.assertTrue(entry["upload-time"].endswith("Z"))
         self.assertEqual(entry["requires-python"], ">=3.8")
+        # PEP 658: not stored at upload (only its hash), extracted from the wheel when asked for
+        stored = os.path.join(self.h.serverdir.files, "alice/dev/+f", sha[:3], sha[3:16], name)
+        self.assertTrue(os.path.isfile(stored))
+        self.assertFalse(os.path.exists(stored + ".metadata"))
         metadata = self.h.request("GET", f"/alice/dev/+f/{sha[:3]}/{sha[3:16]}/{name}.metadata", headers={"Accept": "*/*"})
         self.assertEqual(metadata.code, 200)
+        self.assertEqual(metadata.header("Cache-Control"), "max-age=365000000, immutable, public")
         self.assertIn(b"Name: hello-pkg", metadata.body)
         self.assertEqual(entry["core-metadata"], {"sha256": hashlib.sha256(metadata.body).hexdigest()})
         self.assertIn(f'data-core-metadata="sha256={entry["core-metadata"]["sha256"]}"'.encode(), html.body)
@@ -291,6 +297,11 @@ class DeleteAndPushTests(_Base):
         links = self.h.request("GET", "/alice/prod/pkg/1.0").json()["result"]["+links"]
         self.assertEqual(links[0]["log"][-1]["what"], "push")
         self.assertEqual(self.h.request("GET", self._file_path("alice/prod", self.wheel), headers={"Accept": "*/*"}).body, self.wheel[1])
+        source_meta = self.h.request("GET", self._file_path("alice/dev", self.wheel) + ".metadata", headers={"Accept": "*/*"})
+        pushed_meta = self.h.request("GET", self._file_path("alice/prod", self.wheel) + ".metadata", headers={"Accept": "*/*"})
+        self.assertEqual((source_meta.code, pushed_meta.code), (200, 200))
+        self.assertIn(b"Name: pkg", pushed_meta.body)
+        self.assertEqual(pushed_meta.body, source_meta.body)
         # the same push again is identical: nothing changes
         again = self.assert_no_trace(self.h.request, "PUSH", "/alice/dev", body, user="alice")
         self.assertEqual(again.code, 200)

@@ -79,7 +79,7 @@ class FsckTests(SynchronousTestCase):
         The PEP 658 metadata of a wheel is checked too: its file if there is
         one, else what the wheel holds (the file is derived and may be absent).
         """
-        os.unlink(self.path(self.wheel) + ".metadata")
+        self.assertFalse(os.path.exists(self.path(self.wheel) + ".metadata"))
         self.assertEqual(fsck(self.h.serverdir.path).errors, [])
         with open(self.path(self.wheel) + ".metadata", "wb") as f:
             f.write(b"Name: other\n")

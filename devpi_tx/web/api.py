@@ -302,7 +302,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
                 ),
             )
         else:
-            upload = releases.Upload(form.filename, form.content, form.core_metadata)
+            upload = releases.Upload(form.filename, form.content, form.core_metadata_sha256)
             result = await self._write(
                 request,
                 lambda tx: releases.store_release(tx, stage, metadata, upload, identity, self._policy),

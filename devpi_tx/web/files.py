@@ -193,7 +193,7 @@ class FileRoutes(Base):
         return await self._send(request, path, fresh or entry)
 
     async def _metadata(self, request: IRequest, config: dict[str, Any], relpath: str) -> Any:
-        """PEP 658: stored for uploads; for mirrors from upstream, else from the cached wheel."""
+        """PEP 658: a stored file if there is one, else from the wheel, else (mirrors) from upstream."""
         base = relpath[: -len(METADATA)]
         wheel = await self._store.read(lambda tx: tx.get(keys.file(base)))
         if wheel is None or not base.endswith(".whl"):
@@ -211,6 +211,7 @@ class FileRoutes(Base):
             data = await self._upstream_metadata(config, wheel)
         if data is None:
             raise not_found(f"no metadata found in {base}")
+        request.setHeader(b"Cache-Control", IMMUTABLE)
         request.setHeader(b"Content-Type", mime)
         return data
 

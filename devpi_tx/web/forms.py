@@ -5,12 +5,13 @@ memory (bounded), the C{content} file straight into a hashed temp file.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import multipart
 
-from devpi_tx.files import PreparedFile, prepare_bytes, prepare_stream, wheel_metadata
+from devpi_tx.files import PreparedFile, prepare_stream, wheel_metadata
 from devpi_tx.model import bad_request
 
 
@@ -19,16 +20,16 @@ class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
     filename: str | None = None
     content: PreparedFile | None = None
-    core_metadata: PreparedFile | None = None
+    core_metadata_sha256: str | None = None
+    """Of a wheel's C{METADATA} (PEP 658); the file itself is extracted on request."""
 
     def first(self, name: str) -> str:
         values = self.fields.get(name)
         return values[0] if values else ""
 
     def discard(self) -> None:
-        for prepared in (self.content, self.core_metadata):
-            if prepared is not None:
-                prepared.discard()
+        if self.content is not None:
+            self.content.discard()
 
 
 def boundary_of(content_type: str) -> str:
@@ -47,7 +48,7 @@ def parse_form(
 ) -> Form:
     """
     Parse an upload form; the C{content} part becomes a L{PreparedFile} and,
-    for wheels, their C{METADATA} a second one.
+    for wheels, the sha256 of their C{METADATA} is taken.
 
     @raise APIError: 400 for a malformed body.
     """
@@ -85,5 +86,5 @@ def parse_form(
     if want_metadata and form.content is not None and (form.filename or "").endswith(".whl"):
         data = wheel_metadata(form.content.temp_path)
         if data is not None:
-            form.core_metadata = prepare_bytes(files_dir, data)
+            form.core_metadata_sha256 = hashlib.sha256(data).hexdigest()
     return form
