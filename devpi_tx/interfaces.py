@@ -48,11 +48,14 @@ class IStore(Interface):
     def read(fn: Callable[[ITransaction], Any]) -> Any:
         """Run C{fn} in a read transaction; a Deferred of its result."""
 
-    def write(fn: Callable[[ITransaction], Any]) -> Any:
+    def write(fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None) -> Any:
         """
         Run C{fn} in a write transaction and commit; a Deferred of
         C{(result, serial)} where C{serial} is the new serial, or the current
-        one when C{fn} changed nothing.
+        one when C{fn} changed nothing.  C{prepare}, if given, runs first in
+        the same worker thread, before the transaction begins (no lock held):
+        work a write needs done first, without another hand-off between
+        threads; if it raises, the write fails and the database is untouched.
         """
 
     def current_serial() -> int:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 
+from devpi_tx.web.api import PARSE_IN_WRITER
 from tests.helpers import make_sdist, make_wheel, multipart, upload_fields
 from tests.test_api import SIMPLE_JSON, _Base
 
@@ -138,6 +139,25 @@ class UploadTests(_Base):
             self.assertEqual(reply.code, code, (fields, reply.phrase))
             self.assertIn(reason.encode(), reply.phrase)
         self.assertEqual(self.h.request("GET", "/alice/dev").json()["result"]["projects"], [])
+
+    def test_large_upload(self) -> None:
+        """
+        A body larger than L{PARSE_IN_WRITER} is parsed before the write
+        rather than in it: stored and served the same; truncated, a 400 with
+        no trace.
+        """
+        name, data = make_wheel("big-pkg", "1.0", extra=os.urandom(PARSE_IN_WRITER // 2 + 1000).hex())
+        self.assertGreater(len(data), PARSE_IN_WRITER)
+        body, ctype = multipart(upload_fields("big-pkg", "1.0"), [("content", name, data)])
+        broken = self.assert_no_trace(
+            self.h.request, "POST", "/alice/dev/", raw=body[:-1000], headers={"Content-Type": ctype}, user="alice"
+        )
+        self.assertEqual(broken.code, 400, broken.phrase)
+        self.assertEqual(self.h.upload("alice/dev", "alice", "big-pkg", "1.0", (name, data)).code, 200)
+        sha = hashlib.sha256(data).hexdigest()
+        path = f"/alice/dev/+f/{sha[:3]}/{sha[3:16]}/{name}"
+        self.assertEqual(self.h.request("GET", path, headers={"Accept": "*/*"}).body, data)
+        self.assertIn(b"Name: big-pkg", self.h.request("GET", path + ".metadata", headers={"Accept": "*/*"}).body)
 
     def test_malformed_multipart(self) -> None:
         """A truncated or boundary-less multipart body is a 400 with no trace."""

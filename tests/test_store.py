@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from typing import TYPE_CHECKING, Any
 
 from twisted.trial.unittest import TestCase
@@ -220,6 +221,39 @@ class StoreContract(_Base):
         self.assertFalse(os.path.exists(self.stored("root/dev/+f/abc/pkg-1.0.whl")))
 
         self.assertEqual(await store.write(lambda tx: tx.set("k", 1)), (None, 1))
+
+    async def test_prepare(self) -> None:
+        """
+        C{prepare} runs before the write function (which sees what it made);
+        when it raises, the write fails, the function never runs and nothing
+        changes.  The store stays usable.
+        """
+        store = self.make_store()
+        order: list[str] = []
+        temp = self.temp_file(b"wheel")
+
+        def prepare() -> None:
+            order.append("prepare")
+
+        def upload(tx: ITransaction) -> None:
+            order.append("write")
+            tx.set("f/root/dev/+f/abc/pkg-1.0.whl", {"size": 5})
+            tx.place_file(temp, "root/dev/+f/abc/pkg-1.0.whl")
+
+        self.assertEqual(await store.write(upload, prepare), (None, 1))
+        self.assertEqual(order, ["prepare", "write"])
+        self.assertEqual(self.read_bytes(self.stored("root/dev/+f/abc/pkg-1.0.whl")), b"wheel")
+
+        def broken() -> None:
+            order.append("broken")
+            raise Boom()
+
+        with self.assertRaises(Boom):
+            await store.write(lambda tx: tx.set("k", 1), broken)
+        self.assertEqual(order, ["prepare", "write", "broken"])
+        self.assertEqual(store.current_serial(), 1)
+        self.assertEqual(await store.read(lambda tx: tx.get("k")), None)
+        self.assertEqual(await store.write(lambda tx: tx.set("k", 2)), (None, 2))
 
     async def test_place_file(self) -> None:
         """
@@ -508,6 +542,42 @@ class SQLiteStoreTests(StoreContract, TestCase):
         db = self.make_database()
         self.files_dir = os.path.join(os.path.dirname(db), "+files")
         return self.open(db)
+
+    async def test_prepare_in_writer_thread_without_lock(self) -> None:
+        """
+        With a thread pool as writer, C{prepare} runs in the thread of the
+        write, before the transaction: meanwhile another connection (another
+        process) can take the write lock and commit.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python.threadpool import ThreadPool
+
+        pool = ThreadPool(minthreads=1, maxthreads=1)
+        pool.start()
+        self.addCleanup(pool.stop)
+        db = self.make_database()
+        self.files_dir = os.path.join(os.path.dirname(db), "+files")
+        store = SQLiteStore(db, self.files_dir, write_runner=lambda fn: deferToThreadPool(reactor, pool, fn))
+        self.addCleanup(store.close)
+        seen: dict[str, int] = {}
+
+        def prepare() -> None:
+            seen["prepare"] = threading.get_ident()
+            other = sqlite3.connect(db, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # fails with "database is locked" if the write had begun
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+
+        def change(tx: ITransaction) -> None:
+            seen["write"] = threading.get_ident()
+            tx.set("k", 1)
+
+        self.assertEqual(await store.write(change, prepare), (None, 1))
+        self.assertEqual(seen["prepare"], seen["write"])
+        self.assertNotEqual(seen["write"], threading.get_ident())
 
     def test_file_path(self) -> None:
         """

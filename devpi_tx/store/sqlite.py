@@ -232,8 +232,8 @@ class SQLiteStore:
         """L{read} in this thread, for the one-shot commands (no reactor, no Deferred)."""
         return self._read_job(fn)()
 
-    def write(self, fn: Callable[[ITransaction], T]) -> Deferred[tuple[T, int]]:
-        run, done = self._write_job(fn)
+    def write(self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None) -> Deferred[tuple[T, int]]:
+        run, done = self._write_job(fn, prepare)
         return self._write_runner(run).addCallback(done)
 
     def write_now(self, fn: Callable[[ITransaction], T]) -> tuple[T, int]:
@@ -253,8 +253,12 @@ class SQLiteStore:
 
         return run
 
-    def _write_job(self, fn: Callable[[ITransaction], T]) -> tuple[Callable[[], Any], Callable[[Any], tuple[T, int]]]:
+    def _write_job(
+        self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None
+    ) -> tuple[Callable[[], Any], Callable[[Any], tuple[T, int]]]:
         def run() -> tuple[T, int, dict[str, Any] | None, list[ChangelogEntry]]:
+            if prepare is not None:
+                prepare()
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             committed = False

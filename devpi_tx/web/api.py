@@ -7,6 +7,7 @@ and render.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -23,10 +24,13 @@ from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
 from devpi_tx.web.docs import DocRoutes
 from devpi_tx.web.files import FileRoutes
-from devpi_tx.web.forms import parse_form
+from devpi_tx.web.forms import Form, parse_form
 from devpi_tx.web.simple import SimpleRoutes
 
 __all__ = ["IndexAPI", "WebConfig"]
+
+PARSE_IN_WRITER = 1024 * 1024
+"""Upload bodies up to this size are parsed in the store's writer thread, right before their commit."""
 
 FEATURES = ["push-no-docs", "push-only-docs", "push-register-project", "server-keyvalue-parsing"]
 
@@ -270,44 +274,45 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
-        form = await self._run(
-            parse_form, request.content, header(request, b"Content-Type"), length, self._config.files_dir
-        )
-        try:
-            return await self._form_action(request, stage, identity, form)
-        finally:
-            form.discard()
+        content_type = header(request, b"Content-Type")
+        parsed: list[Form] = []
 
-    async def _form_action(self, request: IRequest, stage: str, identity: Identity, form: Any) -> bytes:
+        def parse() -> None:
+            parsed.append(parse_form(request.content, content_type, length, self._config.files_dir))
+
+        def change(tx: Any) -> Any:
+            return self._form_change(parsed[0], stage, identity)(tx)
+
+        request.setHeader(b"Content-Type", b"text/html; charset=UTF-8")
+        try:
+            if length <= PARSE_IN_WRITER:
+                result = await self._write(request, change, prepare=parse)
+            else:
+                await self._run(parse)
+                result = await self._write(request, change)
+        finally:
+            for form in parsed:
+                form.discard()
+        if isinstance(result, releases.StoreResult) and result.identical:
+            request.setResponseCode(200, b"Upload of identical file to non volatile index.")
+        return b""
+
+    def _form_change(self, form: Form, stage: str, identity: Identity) -> Callable[[Any], Any]:
+        """The store change a parsed upload form asks for."""
         action = form.first(":action")
         metadata = metadata_from_form(form.fields)
-        request.setHeader(b"Content-Type", b"text/html; charset=UTF-8")
         if not action:
             raise bad_request(":action field not found")
         if action == "submit":
-            await self._write(
-                request, lambda tx: releases.register(tx, stage, metadata, identity, self._policy)
-            )
-            return b""
+            return lambda tx: releases.register(tx, stage, metadata, identity, self._policy)
         if action not in ("file_upload", "doc_upload"):
             raise bad_request(f"action {action!r} not supported")
-        if form.content is None:
+        content = form.content
+        if content is None:
             raise bad_request("content file field not found")
         if action == "doc_upload":
             name, version = form.first("name"), form.first("version")
-            result = await self._write(
-                request,
-                lambda tx: releases.store_doczip(
-                    tx, stage, name, version, metadata, form.content, identity, self._policy
-                ),
-            )
-        else:
-            upload = releases.Upload(form.filename, form.content, form.core_metadata_sha256)
-            result = await self._write(
-                request,
-                lambda tx: releases.store_release(tx, stage, metadata, upload, identity, self._policy),
-            )
-        if result.identical:
-            request.setResponseCode(200, b"Upload of identical file to non volatile index.")
-        return b""
+            return lambda tx: releases.store_doczip(tx, stage, name, version, metadata, content, identity, self._policy)
+        upload = releases.Upload(form.filename or "", content, form.core_metadata_sha256)
+        return lambda tx: releases.store_release(tx, stage, metadata, upload, identity, self._policy)
 
