@@ -31,6 +31,8 @@ class Hook(Protocol):
 
     def __call__(self, serial: int, changes: dict[str, Any]) -> None: ...
 
+    # a hook may also have close(), called once the processor has stopped
+
 
 def read_event_serial(serverdir: str) -> tuple[int, float | None]:
     """The last processed serial (-1 if none) and when it was written."""
@@ -86,6 +88,15 @@ class EventProcessor(Service):
         super().stopService()
         if self._poller is not None and self._poller.running:
             self._poller.stop()
+        # the serial being processed finishes (and is saved) before hooks close
+        running = self._work.run("events", self._process) if self._work.busy("events") else succeed(None)
+        return running.addBoth(lambda _: self._close_hooks())
+
+    def _close_hooks(self) -> None:
+        for hook in self._hooks:
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
 
     def _poll(self) -> Deferred[Any] | None:
         """Commits by worker processes reach the main instance here."""

@@ -435,13 +435,23 @@ class SearchHook:
 
     def __init__(self, serverdir: str) -> None:
         self._serverdir = serverdir
+        self._conn: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __call__(self, serial: int, changes: dict[str, Any]) -> None:
         versions = list(version_changes(changes))
         stages = deleted_stages(changes)
         if not versions and not stages:
             return
-        conn = open_search(self._serverdir)
+        # one connection for all serials: opening and closing a WAL database
+        # per serial cost a checkpoint and its fsyncs every time
+        if self._conn is None:
+            self._conn = open_search(self._serverdir)
+        conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -457,8 +467,9 @@ class SearchHook:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        finally:
-            conn.close()
+        except sqlite3.Error:
+            self.close()  # the next serial starts on a fresh connection
+            raise
 
     def _update(self, conn: sqlite3.Connection, change: VersionChange) -> None:
         where = (change.stage, change.project, change.version)

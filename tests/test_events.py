@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -94,6 +95,39 @@ class EventProcessorTests(SynchronousTestCase):
         self.assertEqual([s for s, _ in hook.seen], [0, 2])
         self.assertEqual(events.failures, 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stop_closes_hooks_after_the_serial_in_flight(self) -> None:
+        """
+        stopService waits for the serial being processed (it is saved), then
+        calls the hooks' close(); nothing later is processed.
+        """
+        calls: list[str] = []
+
+        class Closing(Recorder):
+            def close(self) -> None:
+                calls.append("close")
+
+        pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+        def held(fn: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((d, fn, args))
+            return d
+
+        hook = Closing()
+        events = EventProcessor(self.store, self.serverdir.path, [hook], self.clock, held)
+        events.startService()
+        (first, fn, args) = pending.pop()  # serial 0, in its thread
+        stopped = events.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(calls, [])
+        first.callback(fn(*args))
+        self.successResultOf(stopped)
+        self.assertEqual(calls, ["close"])
+        self.assertEqual([s for s, _ in hook.seen], [0])
+        self.assertEqual(read_event_serial(self.serverdir.path)[0], 0)
+        self.write(self.store, "u/a", {"x": 1})
+        self.assertEqual(pending, [])
 
     def test_commits_of_other_processes(self) -> None:
         """Commits made through another store on the same dir reach the hooks at the next poll."""

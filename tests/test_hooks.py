@@ -21,6 +21,7 @@ from devpi_tx.events import Hook
 from devpi_tx.hooks import (
     DOCS_MARKER,
     DescriptionHook,
+    SEARCH_DB,
     DocsHook,
     SearchHook,
     extract_zip,
@@ -457,6 +458,30 @@ class SearchTests(_HookCase):
         self.assertEqual(len(self.found("pars")), 2)
         self.assertEqual(len(self.found("JSON", limit=1)), 1)
         self.assertEqual(self.found("json", limit=0), [])
+
+    def test_connection_kept_and_renewed(self) -> None:
+        """
+        The hook keeps one connection across serials (its writes become
+        visible to readers at each commit), opens a new one after close(),
+        and after a database error the next serial starts on a fresh
+        connection, which recreates a missing schema.
+        """
+        self.addCleanup(self.hook.close)
+        self.add("alice/dev", "first", "1.0", summary="kept")
+        self.add("alice/dev", "second", "1.0", serial=2, summary="kept")
+        self.assertEqual(len(self.found("kept")), 2)
+        self.hook.close()
+        self.add("alice/dev", "third", "1.0", serial=3, summary="kept")
+        self.assertEqual(len(self.found("kept")), 3)
+        other = sqlite3.connect(os.path.join(self.serverdir, SEARCH_DB), isolation_level=None)
+        other.execute("DROP TABLE entries_text")
+        other.execute("DROP TABLE entries")
+        other.execute("PRAGMA user_version=0")
+        other.close()
+        with self.assertRaises(sqlite3.OperationalError):
+            self.add("alice/dev", "lost", "1.0", serial=4, summary="kept")
+        self.add("alice/dev", "fourth", "1.0", serial=5, summary="kept")
+        self.assertEqual(self.found("kept"), [("alice/dev", "fourth", "1.0")])
 
     def test_update(self) -> None:
         """A changed version replaces its row: old words stop matching, the new summary is returned."""
