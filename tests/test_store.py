@@ -11,9 +11,11 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from devpi_tx.beacon import SerialBeacon
 from devpi_tx.interfaces import IStore, ITransaction
 from devpi_tx.store.sqlite import (
     SCHEMA_VERSION,
@@ -609,6 +611,52 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertEqual(heard, [(1, {"a": 1}), (2, {"a": None})])
         self.assertEqual(await second.poll(), 2)
         self.assertEqual(len(heard), 2)
+
+    def test_polls_share_one_query(self) -> None:
+        """
+        Callers that poll while a poll runs share it when it brings the
+        serial the beacon showed them; one that saw a newer serial gets a
+        second poll, which starts when the first ends.  A beacon ahead of
+        the database (nothing to find) does not make polls repeat.
+        """
+        first = self.make_store()
+        beacon = SerialBeacon(os.path.join(os.path.dirname(first._path), ".serial"))
+        self.addCleanup(beacon.close)
+        pending: list[tuple[Deferred[Any], Any]] = []
+
+        def held(fn: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((d, fn))
+            return d
+
+        second = SQLiteStore(first._path, self.files_dir, read_runner=held, beacon=beacon)
+        self.addCleanup(second.close)
+        heard: list[int] = []
+        second.subscribe(lambda serial, changes: heard.append(serial))
+
+        self.successResultOf(first.write(lambda tx: tx.set("a", 1)))
+        beacon.update(1)
+        early, same = second.poll(), second.poll()
+        (job,) = pending
+        found = job[1]()  # the query sees serial 1
+        self.successResultOf(first.write(lambda tx: tx.set("a", 2)))
+        beacon.update(2)
+        newer = second.poll()
+        self.assertEqual(len(pending), 1)
+        pending.pop()[0].callback(found)
+        self.assertEqual((self.successResultOf(early), self.successResultOf(same)), (1, 1))
+        self.assertNoResult(newer)
+        (job,) = pending
+        pending.pop()[0].callback(job[1]())
+        self.assertEqual(self.successResultOf(newer), 2)
+        self.assertEqual(heard, [1, 2])
+
+        beacon.update(99)
+        ahead = second.poll()
+        (job,) = pending
+        pending.pop()[0].callback(job[1]())
+        self.assertEqual(self.successResultOf(ahead), 2)
+        self.assertEqual(pending, [])
 
     async def test_shared_serials(self) -> None:
         """

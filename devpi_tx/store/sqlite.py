@@ -21,6 +21,7 @@ from devpi_tx.interfaces import IStore, ITransaction
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
 # Twisted is imported where it is used: the one-shot commands (export,
 # import, fsck) use the store synchronously and start faster without it.
@@ -180,6 +181,9 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[int, dict[str, Any]], None]] = []
+        self._polling = False
+        self._polls_started = 0
+        self._poll_waiters: list[tuple[int, int | None, Deferred[int]]] = []
         conn = self._conn()
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             raise StorageError(f"{path} is not a devpi_tx database of schema {SCHEMA_VERSION}")
@@ -359,9 +363,51 @@ class SQLiteStore:
     def poll(self) -> Deferred[int]:
         """
         Notice commits made by other processes: subscribers hear of every
-        serial between the known one and the newest.
-        """
+        serial between the known one and the newest; the serial known then.
 
+        One poll runs at a time.  A caller that comes while one runs is
+        answered by it if it brings the serial the beacon showed the caller,
+        else by the next one (started when the running one ends); a poll
+        started after the caller came always answers it.
+        """
+        from twisted.internet.defer import Deferred
+
+        target = self._beacon.read() if self._beacon is not None else None
+        waiter: Deferred[int] = Deferred()
+        self._poll_waiters.append((self._polls_started, target, waiter))
+        if not self._polling:
+            self._start_poll()
+        return waiter
+
+    def _start_poll(self) -> None:
+        from twisted.python.failure import Failure
+
+        self._polling = True
+        self._polls_started += 1
+        number = self._polls_started
+
+        def finished(result: int | Failure) -> None:
+            self._polling = False
+            ready, later = [], []
+            for entry in self._poll_waiters:
+                joined, target, waiter = entry
+                done = joined < number or target is None or target <= self._serial
+                if isinstance(result, Failure) or done:
+                    ready.append(waiter)
+                else:
+                    later.append(entry)
+            self._poll_waiters = later
+            for waiter in ready:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(self._serial)
+            if self._poll_waiters and not self._polling:
+                self._start_poll()
+
+        self._poll_once().addBoth(finished)
+
+    def _poll_once(self) -> Deferred[int]:
         def run() -> list[ChangelogEntry]:
             conn = self._conn()
             rows = conn.execute(
