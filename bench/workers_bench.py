@@ -32,6 +32,7 @@ WRK_LONG = 3600  # wrk duration while uploads run; it is stopped with SIGINT whe
 PROBLEM = re.compile(r"Traceback|Unhandled|ERROR|CRITICAL|locked|Worker \d+ ended|\] [A-Z]+ \S+ 5\d\d ")
 COLUMNS = ["simple req/s", "p99 ms", "ratio vs devpi-server", "uploads/s alone", "uploads/s under reads",
            "req/s during uploads", "uploads/s under paced reads", "paced req/s"]  # fmt: skip
+MS_COLUMNS = ["alone", "under reads", "under paced reads"]
 PACE = {"rps": 2000.0}  # the paced read load during the last upload phase
 
 
@@ -93,6 +94,22 @@ def problems(logfile: Path, start: int = 0) -> list[str]:
         f.seek(start)
         lines = [ln for ln in f.read().decode(errors="replace").splitlines() if PROBLEM.search(ln)]
     return lines if len(lines) <= 40 else [*lines[:30], f"... {len(lines) - 40} more ...", *lines[-10:]]
+
+
+UPLOAD_LINE = re.compile(r"\] POST /alice/dev/ 200 \d+ ([\d.]+)ms$", re.M)
+
+
+def upload_ms(logfile: Path, start: int) -> dict[str, float] | None:
+    """
+    Server-side time of the uploads logged after byte C{start} of devpi_tx's log
+    (from the request line to the answer): median and 90th percentile in ms.
+    """
+    with logfile.open("rb") as f:
+        f.seek(start)
+        times = sorted(float(m) for m in UPLOAD_LINE.findall(f.read().decode("utf-8", "replace")))
+    if not times:
+        return None
+    return {"n": len(times), "median": times[len(times) // 2], "p90": times[int(len(times) * 0.9)]}
 
 
 def check_pages(base: str, wheels: dict[str, list[Path]], rounds: int) -> None:
@@ -197,18 +214,24 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
 
             if batches is not None:
                 alone, loaded, paced = batches
+                mark = logfile.stat().st_size
                 res["uploads_alone"] = round(upload(base, [p for ps in alone.values() for p in ps], work), 2)
+                res["upload_ms_alone"], mark = upload_ms(logfile, mark), logfile.stat().st_size
                 check_pages(base, alone, 2 * procs)
                 log(f"{name}: {res['uploads_alone']} uploads/s alone")
                 check_pages(base, read, 2 * procs)
+                mark = logfile.stat().st_size
                 rate, out = uploads_under_reads(base, [p for ps in loaded.values() for p in ps], list(read), work)
+                res["upload_ms_under_reads"] = upload_ms(logfile, mark)
                 check_pages(base, loaded, 2 * procs)
                 res.update(uploads_under_reads=round(rate, 2), reads_during_uploads_wrk=out,
                            reads_during_uploads_rps=out["rps"])  # fmt: skip
                 log(f"{name}: {res['uploads_under_reads']} uploads/s while {out['rps']} req/s "
                     f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
+                mark = logfile.stat().st_size
                 rate, out = uploads_under_reads(base, [p for ps in paced.values() for p in ps], list(read), work,
                                                 PACE["rps"])  # fmt: skip
+                res["upload_ms_under_paced_reads"] = upload_ms(logfile, mark)
                 check_pages(base, paced, 2 * procs)
                 res.update(uploads_under_paced_reads=round(rate, 2), paced_reads_wrk=out, paced_reads_rps=out["rps"])
                 log(f"{name}: {res['uploads_under_paced_reads']} uploads/s while paced reads ran at {out['rps']} req/s "
@@ -259,6 +282,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 fmt(r.get("uploads_under_reads")), fmt(r.get("reads_during_uploads_rps")),
                 fmt(r.get("uploads_under_paced_reads")), fmt(r.get("paced_reads_rps"))]  # fmt: skip
         rows.append(f"| {name}{' (FAILED)' if 'error' in r else ''} | " + " | ".join(vals) + " |")
+    phases = ("upload_ms_alone", "upload_ms_under_reads", "upload_ms_under_paced_reads")
+    timed = {name: r for name, r in results.items() if any(r.get(k) for k in phases)}
+    if timed:
+        rows += ["", "| server ms per upload (median / p90) | " + " | ".join(MS_COLUMNS) + " |",
+                 "|---|" + "---:|" * len(MS_COLUMNS)]  # fmt: skip
+        for name, r in timed.items():
+            cells = [f"{r[k]['median']:.1f} / {r[k]['p90']:.1f}" if r.get(k) else "-" for k in phases]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
