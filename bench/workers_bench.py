@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from core_bench import (  # noqa: E402 - needs the bench directory on sys.path f
 )  # fmt: skip
 
 READ_PROJECTS, READ_VERSIONS = 100, 3  # bench-pkg-0001..0100, 1.0.0..1.0.2: the pages wrk reads
-UPLOAD_FILES = 100  # per upload phase: bench-pkg-0101..0200, 1.0.0 alone, 1.0.1 under reads, 1.0.2 under paced reads
+UPLOAD_FILES = 100  # per upload phase: bench-pkg-0101..0200; versions 1.0.0, 1.0.1, ... one per phase and round
 WRK_LONG = 3600  # wrk duration while uploads run; it is stopped with SIGINT when they are done
 PROBLEM = re.compile(r"Traceback|Unhandled|ERROR|CRITICAL|locked|Worker \d+ ended|\] [A-Z]+ \S+ 5\d\d ")
 COLUMNS = ["simple req/s", "p99 ms", "ratio vs devpi-server", "uploads/s alone", "uploads/s under reads",
@@ -99,17 +100,11 @@ def problems(logfile: Path, start: int = 0) -> list[str]:
 UPLOAD_LINE = re.compile(r"\] POST /alice/dev/ 200 \d+ ([\d.]+)ms$", re.M)
 
 
-def upload_ms(logfile: Path, start: int) -> dict[str, float] | None:
-    """
-    Server-side time of the uploads logged after byte C{start} of devpi_tx's log
-    (from the request line to the answer): median and 90th percentile in ms.
-    """
+def upload_ms(logfile: Path, start: int) -> list[float]:
+    """Server-side times (ms) of the uploads logged by devpi_tx after byte C{start} of its log."""
     with logfile.open("rb") as f:
         f.seek(start)
-        times = sorted(float(m) for m in UPLOAD_LINE.findall(f.read().decode("utf-8", "replace")))
-    if not times:
-        return None
-    return {"n": len(times), "median": times[len(times) // 2], "p90": times[int(len(times) * 0.9)]}
+        return [float(m) for m in UPLOAD_LINE.findall(f.read().decode("utf-8", "replace"))]
 
 
 def check_pages(base: str, wheels: dict[str, list[Path]], rounds: int) -> None:
@@ -182,6 +177,50 @@ def shutdown(proc: subprocess.Popen[bytes], pids: list[int]) -> dict[str, Any]:
     return {"pids": pids, "exit": proc.returncode, "survivors": left}
 
 
+PHASES = ("alone", "under_reads", "under_paced_reads")
+
+
+def upload_phases(name: str, base: str, work: Path, logfile: Path, read: dict[str, list[Path]],
+                  batches: list[dict[str, list[Path]]], procs: int) -> dict[str, Any]:  # fmt: skip
+    """
+    The upload phases, in rounds: alone, under reads, under paced reads, then
+    again with the next batches, so that drift of the machine touches every
+    phase alike.  Rates are medians over the rounds; server times (devpi_tx)
+    are pooled over the rounds.
+    """
+    rates: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    times: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    wrks: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES[1:]}
+    for r in range(0, len(batches), len(PHASES)):
+        for phase, batch in zip(PHASES, batches[r : r + len(PHASES)]):
+            files = [p for ps in batch.values() for p in ps]
+            mark = logfile.stat().st_size
+            if phase == "alone":
+                rates[phase].append(upload(base, files, work))
+                log(f"{name}: {rates[phase][-1]:.2f} uploads/s alone")
+            else:
+                pace = PACE["rps"] if phase == "under_paced_reads" else None
+                rate, out = uploads_under_reads(base, files, list(read), work, pace)
+                rates[phase].append(rate)
+                wrks[phase].append(out)
+                log(f"{name}: {rate:.2f} uploads/s {phase.replace('_', ' ')} at {out['rps']} req/s "
+                    f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
+            times[phase] += upload_ms(logfile, mark)
+            check_pages(base, batch, 2 * procs)
+    res: dict[str, Any] = {"upload_rounds": rates}
+    for phase in PHASES:
+        res[f"uploads_{phase}"] = round(statistics.median(rates[phase]), 2)
+        found = sorted(times[phase])
+        if found:
+            res[f"upload_ms_{phase}"] = {"n": len(found), "median": found[len(found) // 2],
+                                         "p90": found[int(len(found) * 0.9)]}  # fmt: skip
+    res["reads_during_uploads_wrk"] = wrks["under_reads"]
+    res["reads_during_uploads_rps"] = round(statistics.median(w["rps"] for w in wrks["under_reads"]), 1)
+    res["paced_reads_wrk"] = wrks["under_paced_reads"]
+    res["paced_reads_rps"] = round(statistics.median(w["rps"] for w in wrks["under_paced_reads"]), 1)
+    return res
+
+
 def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstream: str,
                  read: dict[str, list[Path]], batches: list[dict[str, list[Path]]] | None,
                  duration: int) -> dict[str, Any]:  # fmt: skip
@@ -213,29 +252,7 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
                 f"socket errors {out['socket_errors']}, timeouts {out['timeouts']}, CPU s per process {cpu}")  # fmt: skip
 
             if batches is not None:
-                alone, loaded, paced = batches
-                mark = logfile.stat().st_size
-                res["uploads_alone"] = round(upload(base, [p for ps in alone.values() for p in ps], work), 2)
-                res["upload_ms_alone"], mark = upload_ms(logfile, mark), logfile.stat().st_size
-                check_pages(base, alone, 2 * procs)
-                log(f"{name}: {res['uploads_alone']} uploads/s alone")
-                check_pages(base, read, 2 * procs)
-                mark = logfile.stat().st_size
-                rate, out = uploads_under_reads(base, [p for ps in loaded.values() for p in ps], list(read), work)
-                res["upload_ms_under_reads"] = upload_ms(logfile, mark)
-                check_pages(base, loaded, 2 * procs)
-                res.update(uploads_under_reads=round(rate, 2), reads_during_uploads_wrk=out,
-                           reads_during_uploads_rps=out["rps"])  # fmt: skip
-                log(f"{name}: {res['uploads_under_reads']} uploads/s while {out['rps']} req/s "
-                    f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
-                mark = logfile.stat().st_size
-                rate, out = uploads_under_reads(base, [p for ps in paced.values() for p in ps], list(read), work,
-                                                PACE["rps"])  # fmt: skip
-                res["upload_ms_under_paced_reads"] = upload_ms(logfile, mark)
-                check_pages(base, paced, 2 * procs)
-                res.update(uploads_under_paced_reads=round(rate, 2), paced_reads_wrk=out, paced_reads_rps=out["rps"])
-                log(f"{name}: {res['uploads_under_paced_reads']} uploads/s while paced reads ran at {out['rps']} req/s "
-                    f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
+                res.update(upload_phases(name, base, work, logfile, read, batches, procs))
             res["rss_mb"] = round(tree_rss_kb(proc.pid) / 1024, 1)
             res["pids_after"] = tree_pids(proc.pid)
             if res["pids_after"] != pids:
@@ -252,9 +269,11 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
             res["log_problems"] = problems(logfile)
             res["log_shutdowns"] = logfile.read_text(errors="replace").count("Server Shut Down.")
     for key in ("simple_wrk", "reads_during_uploads_wrk", "paced_reads_wrk"):
-        bad = {k: res[key][k] for k in ("non2xx", "socket_errors", "timeouts") if key in res and res[key][k]}
-        if bad:
-            res.setdefault("failures", []).append(f"{key}: {bad}")
+        runs = res.get(key, [])
+        for run in runs if isinstance(runs, list) else [runs]:
+            bad = {k: run[k] for k in ("non2xx", "socket_errors", "timeouts") if run[k]}
+            if bad:
+                res.setdefault("failures", []).append(f"{key}: {bad}")
     if res["shutdown"]["survivors"] or res["shutdown"]["exit"] not in (0, -signal.SIGTERM):
         res.setdefault("failures", []).append(f"shutdown: {res['shutdown']}")
     if workers is not None and res["log_shutdowns"] != procs:
@@ -282,7 +301,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 fmt(r.get("uploads_under_reads")), fmt(r.get("reads_during_uploads_rps")),
                 fmt(r.get("uploads_under_paced_reads")), fmt(r.get("paced_reads_rps"))]  # fmt: skip
         rows.append(f"| {name}{' (FAILED)' if 'error' in r else ''} | " + " | ".join(vals) + " |")
-    phases = ("upload_ms_alone", "upload_ms_under_reads", "upload_ms_under_paced_reads")
+    phases = [f"upload_ms_{phase}" for phase in PHASES]
     timed = {name: r for name, r in results.items() if any(r.get(k) for k in phases)}
     if timed:
         rows += ["", "| server ms per upload (median / p90) | " + " | ".join(MS_COLUMNS) + " |",
@@ -309,6 +328,8 @@ def main() -> int:
     p.add_argument("--upload-workers", default="0,2", help="of those, the ones that also run the upload phases")
     p.add_argument("--paced-rps", type=float, default=PACE["rps"],
                    help="read load (req/s, all connections together) during the last upload phase")  # fmt: skip
+    p.add_argument("--upload-rounds", type=int, default=3,
+                   help="rounds of the three upload phases (alone, under reads, under paced reads)")  # fmt: skip
     args = p.parse_args()
     workers_list = [int(w) for w in args.workers_list.split(",") if w.strip()]
     upload_workers = {int(w) for w in args.upload_workers.split(",") if w.strip()}
@@ -316,11 +337,12 @@ def main() -> int:
     load_start = os.getloadavg()
     ensure_wrk()
     devpi_venv = ensure_devpi_venv() if args.only != "devpi_tx" else None
-    wheels = ensure_wheels(READ_PROJECTS + UPLOAD_FILES, READ_VERSIONS)
+    wheels = ensure_wheels(READ_PROJECTS, READ_VERSIONS)
+    read = {n: wheels[n] for n in list(wheels)[:READ_PROJECTS]}
+    phases = len(PHASES) * args.upload_rounds
+    uploads = ensure_wheels(READ_PROJECTS + UPLOAD_FILES, phases)
+    batches = [{n: [uploads[n][v]] for n in list(uploads)[READ_PROJECTS:]} for v in range(phases)]
     PACE["rps"] = args.paced_rps
-    names = list(wheels)
-    read = {n: wheels[n] for n in names[:READ_PROJECTS]}
-    batches = [{n: [wheels[n][v]] for n in names[READ_PROJECTS:]} for v in (0, 1, 2)]
     upstream_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), UpstreamHandler)
     threading.Thread(target=upstream_srv.serve_forever, daemon=True).start()
     upstream = f"http://127.0.0.1:{upstream_srv.server_address[1]}/simple/"
@@ -348,7 +370,7 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"workers-{stamp}.json"
     meta = {"timestamp": stamp, "duration_s": args.duration, "read_projects": READ_PROJECTS,
-            "read_versions": READ_VERSIONS, "upload_files": UPLOAD_FILES, "upload_batch": UPLOAD_BATCH,
+            "read_versions": READ_VERSIONS, "upload_files": UPLOAD_FILES, "upload_batch": UPLOAD_BATCH, "upload_rounds": args.upload_rounds,
             "paced_rps": PACE["rps"], "wrk_threads": WRK_THREADS, "wrk_connections": WRK_CONNECTIONS, "devpi_server_version": DEVPI_VERSION,
             "python": sys.version.split()[0], "cpus": os.cpu_count(), "upstream_requests": UpstreamHandler.hits,
             "git": git_state(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}  # fmt: skip
