@@ -32,6 +32,7 @@ from devpi_tx.store.sqlite import SQLiteStore
 from devpi_tx.supervisor import SharedListeners, WorkerSupervisor, worker_argv
 from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
+from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource, DevpiSite
 
 SERIAL_BEACON = ".serial"
@@ -79,7 +80,9 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         return deferToThreadPool(reactor, work_pool, fn, *args)
 
     beacon = SerialBeacon(os.path.join(serverdir.path, SERIAL_BEACON))
-    store = SQLiteStore(serverdir.database, serverdir.files, runner(read_pool), runner(write_pool), beacon)
+    store = SQLiteStore(
+        serverdir.database, serverdir.files, runner(read_pool), runner(write_pool), beacon, groups_of=page_groups
+    )
     StoreService(store).setServiceParent(top)
     node_uuid = serverdir.nodeinfo()["uuid"]
     host, port = options["listen-addresses"][0]

@@ -21,13 +21,16 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.auth import TokenSigner
+from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
 from devpi_tx.mirror import MirrorService
 from devpi_tx.model import Policy, root_pypi_config
+from devpi_tx.server import SERIAL_BEACON
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore, inline_runner
 from devpi_tx.upstream import Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
+from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource
 
 UPSTREAM_URL = "http://upstream.test/simple/"
@@ -127,12 +130,24 @@ class APIHarness:
         restrict_modify: frozenset[str] | None = None,
         upstream: Any = None,
         offline: bool = False,
+        serverdir: ServerDir | None = None,
+        read_runner: Any = inline_runner,
     ) -> None:
+        """
+        With C{serverdir}, another process's view of that server dir: both
+        stores share a serial beacon, as the processes of a tree do.
+        """
         self._testcase = testcase
         self.clock = Clock()
-        self.serverdir = ServerDir(testcase.mktemp())
-        self.serverdir.initialise()
-        self.store = SQLiteStore(self.serverdir.database, self.serverdir.files, inline_runner, inline_runner)
+        if serverdir is None:
+            serverdir = ServerDir(testcase.mktemp())
+            serverdir.initialise()
+        self.serverdir = serverdir
+        self.beacon = SerialBeacon(os.path.join(serverdir.path, SERIAL_BEACON))
+        testcase.addCleanup(self.beacon.close)
+        self.store = SQLiteStore(
+            serverdir.database, serverdir.files, read_runner, inline_runner, self.beacon, groups_of=page_groups
+        )
         testcase.addCleanup(self.store.close)
         config = WebConfig(
             serverdir=self.serverdir.path,

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -171,10 +171,17 @@ class SQLiteStore:
         read_runner: Runner = inline_runner,
         write_runner: Runner = inline_runner,
         beacon: SerialBeacon | None = None,
+        groups_of: Callable[[dict[str, Any]], Iterable[str] | None] | None = None,
     ) -> None:
+        """
+        C{beacon} shares serials with the other processes on the same file;
+        C{groups_of} names, for the beacon, the groups (of cached pages) a
+        commit's changes touch, C{None} for all of them.
+        """
         self._path = path
         self.files_dir = files_dir
         self._beacon = beacon
+        self._groups_of = groups_of
         self._read_runner = read_runner
         self._write_runner = write_runner
         self._local = threading.local()
@@ -213,6 +220,17 @@ class SQLiteStore:
     def behind(self) -> bool:
         """Whether another process committed a serial this one has not seen."""
         return self._beacon is not None and self._beacon.read() > self._serial
+
+    def missed(self) -> tuple[int, frozenset[int] | None]:
+        """
+        The newest serial of any process and the group hashes (see
+        L{devpi_tx.beacon}) touched by the commits this process has not
+        seen yet; C{None} for those when unknown.
+        """
+        if self._beacon is None:
+            return self._serial, frozenset()
+        newest = self._beacon.read()
+        return newest, self._beacon.touched(self._serial, newest)
 
     def subscribe(self, callback: Callable[[int, dict[str, Any]], None]) -> None:
         self._subscribers.append(callback)
@@ -293,7 +311,7 @@ class SQLiteStore:
                 conn.execute("COMMIT")
                 committed = True
                 if self._beacon is not None:
-                    self._beacon.update(serial)
+                    self._beacon.update(serial, self._groups_of(changes) if self._groups_of else None)
             finally:
                 if not committed:
                     conn.execute("ROLLBACK")

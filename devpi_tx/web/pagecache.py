@@ -18,6 +18,26 @@ Page = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...], float | None]
 """Content type, body, extra headers, expiry time (C{None}: until a commit)."""
 
 
+def page_groups(changes: dict[str, Any]) -> set[str] | None:
+    """
+    The groups of pages a commit's changes touch: the projects whose
+    documents changed, L{LIST} when projects came or went; C{None} for all
+    pages (an index config changed).
+    """
+    projects: set[str] = set()
+    for key in changes:
+        kind = key[:2]
+        if kind == "i/":
+            return None
+        if kind in ("p/", "v/", "m/"):
+            parts = key.split("/")
+            if len(parts) >= 4:
+                projects.add(parts[3])
+            if kind == "p/":
+                projects.add(LIST)
+    return projects
+
+
 class PageCache:
     def __init__(self, store: IStore, clock: Callable[[], float] = time.monotonic, max_pages: int = 50000) -> None:
         self._clock = clock
@@ -32,18 +52,10 @@ class PageCache:
         store.subscribe(self._changed)
 
     def _changed(self, serial: int, changes: dict[str, Any]) -> None:
-        projects: set[str] = set()
-        for key in changes:
-            kind = key[:2]
-            if kind == "i/":
-                self.clear(serial)
-                return
-            if kind in ("p/", "v/", "m/"):
-                parts = key.split("/")
-                if len(parts) >= 4:
-                    projects.add(parts[3])
-                if kind == "p/":
-                    projects.add(LIST)
+        projects = page_groups(changes)
+        if projects is None:
+            self.clear(serial)
+            return
         for project in projects:
             self._count -= len(self._pages.pop(project, {}))
             self._dropped_before[project] = self._dropped.get(project, -1)

@@ -49,20 +49,28 @@ class SimpleRoutes(Base):
         want_json = render.wants_simple_json(header(request, b"Accept"))
         return (request.path, want_json, self._base_url(request))
 
-    def cached_page(self, request: IRequest) -> bytes | None:
-        """
-        The body of an already rendered C{+simple/} page, answered before
-        routing; C{None} when the request is not for one.
-        """
+    @staticmethod
+    def page_group(request: IRequest) -> str | None:
+        """The page cache group of a C{GET} of a C{+simple/} page; C{None} for other requests."""
         if request.method != b"GET":
             return None
         parts = request.path.split(b"/")
         if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:
-            group = parts[4].decode("ascii", "replace")
-        elif len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
-            group = LIST
-        else:
-            return None
+            return parts[4].decode("ascii", "replace")
+        if len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
+            return LIST
+        return None
+
+    def cached_page(self, request: IRequest, group: str | None = None) -> bytes | None:
+        """
+        The body of an already rendered C{+simple/} page, answered before
+        routing; C{None} when the request is not for one.  C{group}: its
+        L{page_group}, when the caller already has it.
+        """
+        if group is None:
+            group = self.page_group(request)
+            if group is None:
+                return None
         found = self.pages.get(group, self._page_key(request))
         if found is None:
             return None

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import IResource, Resource
 
+from devpi_tx.beacon import group_hash
 from devpi_tx.interfaces import IStore
 from devpi_tx.metrics import Metrics
 from devpi_tx.web.api import IndexAPI
@@ -21,6 +22,7 @@ class DevpiResource(Resource):
     """Wraps the Klein resource and adds devpi's headers."""
 
     isLeaf = True
+    _log = Logger()
 
     def __init__(self, api: IndexAPI, store: IStore, uuid: str) -> None:
         super().__init__()
@@ -40,11 +42,37 @@ class DevpiResource(Resource):
             request.setHeader(name, value)
         behind = getattr(self._store, "behind", None)
         if behind is not None and behind():
+            early = self._unaffected_page(request)
+            if early is not None:
+                return early
             # another process committed: see its changes before answering
             d = self._store.poll()  # type: ignore[attr-defined]
             d.addBoth(lambda _: self._render_now(request, later=True))
             return server.NOT_DONE_YET
         return self._render_now(request)
+
+    def _unaffected_page(self, request: Any) -> bytes | None:
+        """
+        A cached simple page that none of the commits this process has not
+        seen yet touched (the beacon says which groups they touched) is
+        answered at once: it is the page as of the newest serial.  A poll
+        catches up meanwhile.
+        """
+        group = self._api.page_group(request)
+        if group is None:
+            return None
+        newest, touched = self._store.missed()  # type: ignore[attr-defined]
+        if touched is None or group_hash(group) in touched:
+            return None
+        body = self._api.cached_page(request, group)
+        if body is None:
+            return None
+        request.setHeader(b"X-Devpi-Serial", str(newest).encode())
+        self._store.poll().addErrback(self._poll_failed)  # type: ignore[attr-defined]
+        return body
+
+    def _poll_failed(self, failure: Any) -> None:
+        self._log.failure("catching up with other processes' commits failed", failure)
 
     def _render_now(self, request: Any, later: bool = False) -> Any:
         request.setHeader(b"X-Devpi-Serial", str(self._store.current_serial()).encode())
