@@ -308,10 +308,11 @@ class SQLiteStore:
                     (serial, time.time(), _dumps(changes)),
                 )
                 self._place_files(tx.placed, created)
+                groups = self._groups_of(changes) if self._groups_of is not None else None
                 conn.execute("COMMIT")
                 committed = True
                 if self._beacon is not None:
-                    self._beacon.update(serial, self._groups_of(changes) if self._groups_of else None)
+                    self._beacon.update(serial, groups)
             finally:
                 if not committed:
                     conn.execute("ROLLBACK")
