@@ -423,6 +423,35 @@ class MirrorFileTests(_MirrorBase):
         reply = self.h.request("GET", path, headers={"Accept": "*/*"})
         self.assertIn(b"Name: requests", reply.body)
 
+    def test_core_metadata_kept(self) -> None:
+        """
+        Upstream metadata that matches its sha256 is kept: asked again, and
+        with upstream no longer providing it, it comes from the server dir.
+        Metadata that does not match is a 502 and is not kept.  Deleting the
+        project removes the kept file.
+        """
+        self.page()
+        path = self.file_path(self.wheel) + ".metadata"
+        upstream_path = f"/files/{self.wheel.filename}.metadata"
+        kept = os.path.join(self.h.serverdir.files, path.lstrip("/"))
+        first = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((first.code, first.body), (200, self.wheel.metadata))
+        with open(kept, "rb") as f:
+            self.assertEqual(f.read(), self.wheel.metadata)
+        self.up.provide_metadata = False
+        again = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((again.code, again.body), (200, self.wheel.metadata))
+        self.assertEqual(self.up.requests[upstream_path], 1)
+        self.assertEqual(self.h.request("DELETE", "/root/pypi/requests?force", user="root").code, 200)
+        self.assertFalse(os.path.exists(kept))
+
+        self.up.provide_metadata = True
+        self.page()
+        self.wheel.metadata = b"Metadata-Version: 2.1\nName: tampered\n"
+        bad = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual(bad.code, 502)
+        self.assertFalse(os.path.exists(kept))
+
     def test_delete_mirror_project(self) -> None:
         """Deleting a mirrored project drops its page and downloaded files."""
         self.page()

@@ -5,12 +5,14 @@ on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from devpi_tx import keys, releases
@@ -36,6 +38,8 @@ class FileRoutes(Base):
     table of the ones committed or served (path on disk and headers); a
     commit that changes or removes a file's entry updates the table.
     """
+
+    _log = Logger()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -209,11 +213,37 @@ class FileRoutes(Base):
             data = await self._run(wheel_metadata, wheel_path)
         elif wheel.get("core_metadata") and self._mirror is not None and not self._mirror.offline:
             data = await self._upstream_metadata(config, wheel)
+            if isinstance(wheel["core_metadata"], dict) and "sha256" in wheel["core_metadata"]:
+                await self._keep_metadata(base, path, data)
         if data is None:
             raise not_found(f"no metadata found in {base}")
         request.setHeader(b"Cache-Control", IMMUTABLE)
         request.setHeader(b"Content-Type", mime)
         return data
+
+    async def _keep_metadata(self, base: str, path: str, data: bytes) -> None:
+        """
+        Keep upstream metadata that matched its sha256 beside where the wheel
+        goes, so it is served when upstream is slow or down.  It is derived
+        (the file entry names its hash), so it is placed without a commit;
+        when the entry went away meanwhile, it is removed again.
+        """
+
+        def place() -> None:
+            prepared = prepare_bytes(self._config.files_dir, data)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(prepared.temp_path, path)
+            finally:
+                prepared.discard()
+
+        try:
+            await self._run(place)
+            if await self._store.read(lambda tx: tx.get(keys.file(base))) is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        except OSError as e:
+            self._log.warn("could not keep {path}: {error}", path=path, error=e)
 
     async def _upstream_metadata(self, config: dict[str, Any], wheel: dict[str, Any]) -> bytes:
         assert self._mirror is not None
