@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ WRK_LONG = 3600  # wrk duration while uploads run; it is stopped with SIGINT whe
 PROBLEM = re.compile(r"Traceback|Unhandled|ERROR|CRITICAL|locked|Worker \d+ ended|\] [A-Z]+ \S+ 5\d\d ")
 COLUMNS = ["simple req/s", "p99 ms", "ratio vs devpi-server", "uploads/s alone", "uploads/s under reads",
            "req/s during uploads", "uploads/s under paced reads", "paced req/s"]  # fmt: skip
-MS_COLUMNS = ["alone", "under reads", "under paced reads"]
+MS_COLUMNS = ["wall (1 / uploads/s)", "twine CPU", "server (median / p90)"]
 PACE = {"rps": 2000.0}  # the paced read load during the last upload phase
 
 
@@ -125,8 +126,17 @@ def find_wrk() -> int | None:
     return None
 
 
+def timed_upload(base: str, files: list[Path], work: Path) -> tuple[float, float]:
+    """L{upload}: uploads/s, and the CPU seconds the twine runs used per file."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rate = upload(base, files, work)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return rate, cpu / len(files)
+
+
 def uploads_under_reads(base: str, files: list[Path], names: list[str], work: Path,
-                        pace_rps: float | None = None) -> tuple[float, dict[str, Any]]:  # fmt: skip
+                        pace_rps: float | None = None) -> tuple[float, float, dict[str, Any]]:  # fmt: skip
     """
     wrk (JSON simple pages, as fast as it goes or paced at about pace_rps) runs in a thread
     from before the first upload until after the last one.
@@ -150,13 +160,13 @@ def uploads_under_reads(base: str, files: list[Path], names: list[str], work: Pa
         raise RuntimeError(f"wrk did not start: {out.get('error')}")
     time.sleep(0.5)  # let wrk open its connections
     try:
-        rate = upload(base, files, work)
+        rate, twine_cpu = timed_upload(base, files, work)  # wrk, a child too, is reaped (and counted) only later
     finally:
         os.kill(pid, signal.SIGINT)  # wrk stops, prints its summary and runs done()
         thread.join()
     if "error" in out:
         raise RuntimeError(out["error"])
-    return rate, out["wrk"]
+    return rate, twine_cpu, out["wrk"]
 
 
 def shutdown(proc: subprocess.Popen[bytes], pids: list[int]) -> dict[str, Any]:
@@ -189,6 +199,7 @@ def upload_phases(name: str, base: str, work: Path, logfile: Path, read: dict[st
     are pooled over the rounds.
     """
     rates: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    twine_cpu: dict[str, list[float]] = {phase: [] for phase in PHASES}
     times: dict[str, list[float]] = {phase: [] for phase in PHASES}
     wrks: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES[1:]}
     for r in range(0, len(batches), len(PHASES)):
@@ -196,20 +207,23 @@ def upload_phases(name: str, base: str, work: Path, logfile: Path, read: dict[st
             files = [p for ps in batch.values() for p in ps]
             mark = logfile.stat().st_size
             if phase == "alone":
-                rates[phase].append(upload(base, files, work))
-                log(f"{name}: {rates[phase][-1]:.2f} uploads/s alone")
+                rate, cpu = timed_upload(base, files, work)
+                log(f"{name}: {rate:.2f} uploads/s alone")
             else:
                 pace = PACE["rps"] if phase == "under_paced_reads" else None
-                rate, out = uploads_under_reads(base, files, list(read), work, pace)
-                rates[phase].append(rate)
+                rate, cpu, out = uploads_under_reads(base, files, list(read), work, pace)
                 wrks[phase].append(out)
                 log(f"{name}: {rate:.2f} uploads/s {phase.replace('_', ' ')} at {out['rps']} req/s "
                     f"(p99 {out['p99_ms']} ms, non-2xx {out['non2xx']}, socket errors {out['socket_errors']})")  # fmt: skip
+            rates[phase].append(rate)
+            twine_cpu[phase].append(cpu * 1000)
             times[phase] += upload_ms(logfile, mark)
             check_pages(base, batch, 2 * procs)
-    res: dict[str, Any] = {"upload_rounds": rates}
+    res: dict[str, Any] = {"upload_rounds": rates, "twine_cpu_ms_rounds": twine_cpu}
     for phase in PHASES:
         res[f"uploads_{phase}"] = round(statistics.median(rates[phase]), 2)
+        res[f"upload_wall_ms_{phase}"] = round(1000 / res[f"uploads_{phase}"], 2)
+        res[f"twine_cpu_ms_{phase}"] = round(statistics.median(twine_cpu[phase]), 2)
         found = sorted(times[phase])
         if found:
             res[f"upload_ms_{phase}"] = {"n": len(found), "median": found[len(found) // 2],
@@ -301,14 +315,15 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 fmt(r.get("uploads_under_reads")), fmt(r.get("reads_during_uploads_rps")),
                 fmt(r.get("uploads_under_paced_reads")), fmt(r.get("paced_reads_rps"))]  # fmt: skip
         rows.append(f"| {name}{' (FAILED)' if 'error' in r else ''} | " + " | ".join(vals) + " |")
-    phases = [f"upload_ms_{phase}" for phase in PHASES]
-    timed = {name: r for name, r in results.items() if any(r.get(k) for k in phases)}
+    timed = {name: r for name, r in results.items() if "uploads_alone" in r}
     if timed:
-        rows += ["", "| server ms per upload (median / p90) | " + " | ".join(MS_COLUMNS) + " |",
-                 "|---|" + "---:|" * len(MS_COLUMNS)]  # fmt: skip
+        rows += ["", "| ms per upload | phase | " + " | ".join(MS_COLUMNS) + " |", "|---|---|" + "---:|" * len(MS_COLUMNS)]
         for name, r in timed.items():
-            cells = [f"{r[k]['median']:.1f} / {r[k]['p90']:.1f}" if r.get(k) else "-" for k in phases]
-            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+            for phase in PHASES:
+                server = r.get(f"upload_ms_{phase}")
+                cells = [fmt(r.get(f"upload_wall_ms_{phase}")), fmt(r.get(f"twine_cpu_ms_{phase}")),
+                         f"{server['median']:.1f} / {server['p90']:.1f}" if server else "-"]  # fmt: skip
+                rows.append(f"| {name} | {phase.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
