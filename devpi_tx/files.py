@@ -16,6 +16,14 @@ from typing import BinaryIO
 CHUNK = 64 * 1024
 
 
+def unlink_if_present(path: str) -> None:
+    """Remove C{path}; already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @dataclass(frozen=True)
 class PreparedFile:
     """A fsynced temporary file with its sha256 and size."""
@@ -25,10 +33,7 @@ class PreparedFile:
     size: int
 
     def discard(self) -> None:
-        try:
-            os.unlink(self.temp_path)
-        except FileNotFoundError:
-            pass
+        unlink_if_present(self.temp_path)
 
 
 def temp_dir(files_dir: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zope.interface import implementer
 
 from devpi_tx.beacon import SerialBeacon
+from devpi_tx.files import unlink_if_present
 from devpi_tx.interfaces import IStore, ITransaction
 
 if TYPE_CHECKING:
@@ -317,13 +318,13 @@ class SQLiteStore:
                 if not committed:
                     conn.execute("ROLLBACK")
                     for path in created:
-                        _unlink(path)
+                        unlink_if_present(path)
                     for temp, _ in tx.placed:
-                        _unlink(temp)
+                        unlink_if_present(temp)
             kept = {relpath for _, relpath in tx.placed}
             for relpath in tx.removed:
                 if relpath not in kept:
-                    _unlink(self.file_path(relpath))
+                    unlink_if_present(self.file_path(relpath))
             return result, serial, changes, missed
 
         def done(outcome: tuple[T, int, dict[str, Any] | None, list[ChangelogEntry]]) -> tuple[T, int]:
@@ -449,13 +450,6 @@ class SQLiteStore:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _fsync_dir(path: str) -> None:

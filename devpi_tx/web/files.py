@@ -5,7 +5,6 @@ on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from devpi_tx import keys, releases
-from devpi_tx.files import prepare_bytes, wheel_metadata
+from devpi_tx.files import prepare_bytes, unlink_if_present, wheel_metadata
 from devpi_tx.model import APIError, bad_request, not_found
 from devpi_tx.simpleparse import project_of
 from devpi_tx.upstream import UpstreamError, with_credentials
@@ -240,8 +239,7 @@ class FileRoutes(Base):
         try:
             await self._run(place)
             if await self._store.read(lambda tx: tx.get(keys.file(base))) is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                await self._run(unlink_if_present, path)
         except OSError as e:
             self._log.warn("could not keep {path}: {error}", path=path, error=e)
 
