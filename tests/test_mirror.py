@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx import keys
@@ -451,6 +452,27 @@ class MirrorFileTests(_MirrorBase):
         bad = self.h.request("GET", path, headers={"Accept": "*/*"})
         self.assertEqual(bad.code, 502)
         self.assertFalse(os.path.exists(kept))
+
+    def test_core_metadata_not_kept_still_served(self) -> None:
+        """
+        When the metadata cannot be kept (here a file is where its directory
+        goes), the client still gets it, a warning is logged and no temp file
+        stays.
+        """
+        self.page()
+        path = self.file_path(self.wheel) + ".metadata"
+        directory = os.path.dirname(os.path.join(self.h.serverdir.files, path.lstrip("/")))
+        os.makedirs(os.path.dirname(directory))
+        with open(directory, "wb"):
+            pass
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        reply = self.h.request("GET", path, headers={"Accept": "*/*"})
+        self.assertEqual((reply.code, reply.body), (200, self.wheel.metadata))
+        self.assertTrue(any(e.get("log_format", "").startswith("could not keep") for e in logged))
+        tmp = os.path.join(self.h.serverdir.files, ".tmp")
+        self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [])
 
     def test_delete_mirror_project(self) -> None:
         """Deleting a mirrored project drops its page and downloaded files."""
