@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 
 from devpi_tx.web.api import PARSE_IN_WRITER
 from tests.helpers import make_sdist, make_wheel, multipart, upload_fields
@@ -139,6 +140,25 @@ class UploadTests(_Base):
             self.assertEqual(reply.code, code, (fields, reply.phrase))
             self.assertIn(reason.encode(), reply.phrase)
         self.assertEqual(self.h.request("GET", "/alice/dev").json()["result"]["projects"], [])
+
+    def test_bad_form_before_write_lock(self) -> None:
+        """
+        A form without an action, or with an unknown one, is refused before
+        the write transaction: with another process holding the write lock,
+        the 400 still comes at once.
+        """
+        other = sqlite3.connect(self.h.serverdir.database, timeout=0, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.execute, "ROLLBACK")
+        wheel = make_wheel("pkg", "1.0")
+        for fields, reason in (([("name", "pkg"), ("version", "1.0")], ":action field not found"),
+                               (upload_fields("pkg", "1.0", action="bogus"), "not supported")):  # fmt: skip
+            body, ctype = multipart(fields, [("content", *wheel)])
+            reply = self.h.request("POST", "/alice/dev/", raw=body, headers={"Content-Type": ctype}, user="alice")
+            self.assertEqual(reply.code, 400, reply.phrase)
+            self.assertIn(reason.encode(), reply.phrase)
+        self.assertEqual(self.h.stored_files(), [])
 
     def test_large_upload(self) -> None:
         """

@@ -276,12 +276,15 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         request.content.seek(0)
         content_type = header(request, b"Content-Type")
         parsed: list[Form] = []
+        planned: list[Callable[[Any], Any]] = []
 
         def parse() -> None:
+            # a bad form fails here, before the write transaction begins
             parsed.append(parse_form(request.content, content_type, length, self._config.files_dir))
+            planned.append(self._form_change(parsed[0], stage, identity))
 
         def change(tx: Any) -> Any:
-            return self._form_change(parsed[0], stage, identity)(tx)
+            return planned[0](tx)
 
         request.setHeader(b"Content-Type", b"text/html; charset=UTF-8")
         try:
