@@ -220,20 +220,22 @@ class _Reader:
 
     def _index(self, stage: str, index: object, users: dict[str, Any]) -> dict[str, Any] | None:
         user, _, name = stage.partition("/")
-        try:
-            check_name("username", user)
-            check_name("index", name)
-        except APIError as e:
-            raise DumpError(f"index {stage!r}: {e.message}") from None
         config = index.get("indexconfig") if isinstance(index, dict) else None
         if not isinstance(config, dict):
             raise DumpError(f"index {stage!r} has no indexconfig")
         ixtype = config.get("type")
         if not isinstance(ixtype, str):
             raise DumpError(f"index {stage!r} has no type")
+        # skipped indexes are left out before they are checked, as devpi does:
+        # a plugin's index may have a name this server would refuse
         if ixtype in self._skip or (stage == "root/pypi" and not self._root_pypi):
             self.stats.skipped.append(stage)
             return None
+        try:
+            check_name("username", user)
+            check_name("index", name)
+        except APIError as e:
+            raise DumpError(f"index {stage!r}: {e.message}") from None
         if ixtype not in INDEX_TYPES:
             raise DumpError(
                 f"index {stage!r} has unknown type {ixtype!r}; "
@@ -252,8 +254,12 @@ class _Reader:
         if unknown:
             self.stats.warnings.append(f"index {stage}: left out unknown keys {', '.join(unknown)}")
         config = {k: v for k, v in config.items() if k in allowed}
+        bases = config.get("bases")
+        if isinstance(bases, list) and any(isinstance(b, str) and b.strip("/") == stage for b in bases):
+            self.stats.warnings.append(f"index {stage}: left out itself as its own base")
+            config["bases"] = [b for b in bases if not (isinstance(b, str) and b.strip("/") == stage)]
         try:
-            return validate_ixconfig(config, user, lambda u, i: True, creating=False)
+            return validate_ixconfig(config, stage, lambda u, i: True, creating=False)
         except APIError as e:
             raise DumpError(f"index {stage!r}: {e.message}") from None
 

@@ -101,7 +101,11 @@ def version_key(version: str) -> tuple[int, Any, str]:
 
 
 def split_stage(spec: str) -> tuple[str, str]:
-    parts = spec.split("/")
+    """
+    C{(user, index)} of an index spec; as devpi, a leading or trailing
+    C{/} is allowed (C{/root/pypi}).
+    """
+    parts = spec.strip("/").split("/")
     if len(parts) != 2 or not all(parts):
         raise bad_request(f"invalid base index spec: {spec!r}")
     return parts[0], parts[1]
@@ -336,7 +340,7 @@ def _dedup(items: Iterable[str]) -> list[str]:
 
 def validate_ixconfig(
     config: Mapping[str, Any],
-    owner: str,
+    stage: str,
     index_exists: Callable[[str, str], bool],
     *,
     creating: bool,
@@ -345,6 +349,7 @@ def validate_ixconfig(
     Validate and normalise an index configuration (spec 3.2); fill defaults
     when C{creating}.  Returns the full configuration to store.
 
+    @param stage: the index's own name, C{user/index} (it may not be its own base).
     @param index_exists: tells whether C{(user, index)} names an index.
     @raise APIError: 400 with all problems joined by C{", "}.
     """
@@ -376,7 +381,7 @@ def validate_ixconfig(
         if key in cfg:
             result[key] = cfg[key]
     if ixtype == "stage":
-        _validate_stage_keys(cfg, owner, index_exists, result, errors, creating=creating)
+        _validate_stage_keys(cfg, stage, index_exists, result, errors, creating=creating)
     else:
         _validate_mirror_keys(cfg, result, errors, creating=creating)
     if errors:
@@ -386,7 +391,7 @@ def validate_ixconfig(
 
 def _validate_stage_keys(
     cfg: Mapping[str, Any],
-    owner: str,
+    stage: str,
     index_exists: Callable[[str, str], bool],
     result: dict[str, Any],
     errors: list[str],
@@ -394,14 +399,19 @@ def _validate_stage_keys(
     creating: bool,
 ) -> None:
     try:
-        bases = _dedup(parse_list(cfg.get("bases", [])))
-        for base in bases:
+        bases = []
+        for base in parse_list(cfg.get("bases", [])):
             user, index = split_stage(base)
-            if not index_exists(user, index):
+            name = f"{user}/{index}"
+            if name == stage:
+                errors.append(f"index {stage!r} cannot be a base of itself")
+            elif not index_exists(user, index):
                 errors.append(f"base index {base!r} does not exist")
-        result["bases"] = bases
+            bases.append(name)
+        result["bases"] = _dedup(bases)
     except APIError as e:
         errors.append(e.message)
+    owner = stage.split("/", 1)[0]
     for key, default in (
         ("acl_upload", [owner]),
         ("acl_toxresult_upload", [":ANONYMOUS:"]),

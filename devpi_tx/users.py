@@ -62,6 +62,12 @@ def list_users(tx: ITransaction) -> dict[str, Any]:
     return {k[len("u/") :]: user_view(tx, k[len("u/") :]) for k, _ in tx.items("u/")}
 
 
+def _refuse_unknown_user_keys(body: dict[str, Any]) -> None:
+    unknown = sorted(k for k in body if k not in USER_KEYS and k not in _IGNORED_USER_KEYS)
+    if unknown:
+        raise bad_request("Unknown keys in user config: " + ", ".join(unknown))
+
+
 def create_user(
     tx: ITransaction,
     name: str,
@@ -78,9 +84,7 @@ def create_user(
     check_name("username", name)
     if not policy.may_create_user(identity):
         raise forbidden(f"no permission to create user {name}")
-    unknown = sorted(k for k in body if k not in USER_KEYS and k not in _IGNORED_USER_KEYS)
-    if unknown:
-        raise bad_request("Unknown keys in user config: " + ", ".join(unknown))
+    _refuse_unknown_user_keys(body)
     if "password" not in body:
         raise bad_request("password needs to be set")
     if tx.get(keys.user(name)) is not None:
@@ -108,10 +112,12 @@ def modify_user(
     now: float | None = None,
 ) -> bool:
     """
-    Apply a PATCH to a user; unknown keys are ignored as devpi does, falsy
-    values remove a key.  Returns whether the password changed.
+    Apply a PATCH to a user; falsy values remove a key.  Unknown keys are
+    refused as a PUT refuses them (devpi ignores them on PATCH, so a typo
+    went unnoticed).  Returns whether the password changed.
     """
     record = get_user(tx, name)
+    _refuse_unknown_user_keys(body)
     given = {k: v for k, v in body.items() if k in USER_KEYS}
     password_only = set(given) == {"password"}
     if not policy.may_modify_user(identity, name, password_only):
@@ -165,7 +171,7 @@ def create_index(
         raise forbidden(f"no permission to create index {stage}")
     if tx.get(keys.index(stage)) is not None:
         raise APIError(409, f"index {stage!r} exists")
-    config = validate_ixconfig(body, user, _index_exists(tx), creating=True)
+    config = validate_ixconfig(body, stage, _index_exists(tx), creating=True)
     tx.set(keys.index(stage), config)
     return public_config(config)
 
@@ -188,7 +194,7 @@ def patch_index(
         patched["mirror_url"] = stored_url  # a config sent back as shown keeps its password
     if patched.get("type") != current.get("type"):
         raise bad_request("the 'type' of an index can't be changed")
-    config = validate_ixconfig(patched, user, _index_exists(tx), creating=False)
+    config = validate_ixconfig(patched, stage, _index_exists(tx), creating=False)
     if error_on_noop and config == current:
         raise bad_request("The requested modifications resulted in no changes")
     tx.set(keys.index(stage), config)

@@ -513,6 +513,27 @@ class CorruptDumpTests(SynchronousTestCase):
         self.assertEqual(copy.request("GET", "/alice/plugin").code, 404)
         self.assertEqual(copy.request("GET", "/alice/dev").code, 200)
 
+    def test_skipped_index_is_not_checked(self) -> None:
+        """
+        An index of a skipped type is left out before its name is checked:
+        a plugin's index whose name this server would refuse still imports.
+        """
+        self.data["indexes"]["alice/plug:in"] = {"indexconfig": {"type": "weird"}, "projects": {}, "files": []}
+        self.save()
+        self.assert_refused("index 'alice/plug:in'", "aren't allowed")
+        stats = import_dump(self.mktemp(), self.dump, skip_import_types=["weird"])
+        self.assertEqual(stats.skipped, ["alice/plug:in"])
+
+    def test_self_base_left_out(self) -> None:
+        """An index that names itself as a base imports without it, with a warning."""
+        self.data["indexes"]["alice/prod"]["indexconfig"]["bases"] = ["/alice/prod", "root/pypi"]
+        self.save()
+        target = self.mktemp()
+        stats = import_dump(target, self.dump)
+        self.assertIn("index alice/prod: left out itself as its own base", stats.warnings)
+        copy = harness_at(self, target)
+        self.assertEqual(copy.request("GET", "/alice/prod").json()["result"]["bases"], ["root/pypi"])
+
     def test_bad_index_config(self) -> None:
         """An index configuration that does not validate is named."""
         self.data["indexes"]["alice/prod"]["indexconfig"]["volatile"] = "perhaps"

@@ -368,7 +368,7 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
     """
 
     def validate(self, config: Mapping[str, Any], creating: bool = True) -> dict[str, Any]:
-        return validate_ixconfig(config, "alice", index_exists, creating=creating)
+        return validate_ixconfig(config, "alice/new", index_exists, creating=creating)
 
     def test_stage_defaults(self) -> None:
         """
@@ -693,7 +693,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
 
     def current(self) -> dict[str, Any]:
         return validate_ixconfig(
-            {"title": "T", "acl_upload": ["alice", "bob"]}, "alice", index_exists, creating=True
+            {"title": "T", "acl_upload": ["alice", "bob"]}, "alice/new", index_exists, creating=True
         )
 
     def test_dict_merges(self) -> None:
@@ -744,7 +744,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
         self.assertEqual(new["volatile"], "False")
         self.assertEqual(new["title"], "a=b")
         self.assertIs(
-            validate_ixconfig(new, "alice", index_exists, creating=False)["volatile"], False
+            validate_ixconfig(new, "alice/new", index_exists, creating=False)["volatile"], False
         )
 
     def test_ops_in_order(self) -> None:
