@@ -10,6 +10,14 @@ from typing import Any
 from zope.interface import Attribute, Interface
 
 
+class StorageFull(Exception):
+    """
+    A write failed because the disk (or the database's quota) is full;
+    nothing of it was kept.  Reads still work, and writes work again once
+    there is space.
+    """
+
+
 class ITransaction(Interface):
     """
     A consistent view of the key/value documents as of one serial; a write

@@ -5,6 +5,7 @@ inheritance order and the mirror whitelist.  Nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,19 @@ def not_found(message: str) -> APIError:
 
 def forbidden(message: str) -> APIError:
     return APIError(403, message)
+
+
+MAX_DOCUMENT = 64 * 1024
+"""The largest user record or index configuration, as JSON (every C{GET /} carries them all)."""
+
+
+def check_document_size(kind: str, document: Mapping[str, Any]) -> None:
+    """
+    @raise APIError: 400 when C{document} is larger than L{MAX_DOCUMENT} as JSON.
+    """
+    size = len(json.dumps(document, separators=(",", ":")))
+    if size > MAX_DOCUMENT:
+        raise bad_request(f"{kind} too large: {size} bytes as JSON, at most {MAX_DOCUMENT}")
 
 
 # -- names ------------------------------------------------------------------
@@ -136,7 +150,7 @@ def check_filename(filename: str, name: str, version: str) -> None:
         not filename
         or "/" in filename
         or "\\" in filename
-        or "\x00" in filename
+        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
         or filename.startswith(".")
         or len(filename) > 255
     ):

@@ -16,6 +16,7 @@ from devpi_tx.model import (
     Policy,
     apply_patch,
     bad_request,
+    check_document_size,
     check_name,
     forbidden,
     mask_url,
@@ -98,6 +99,7 @@ def create_user(
     for key in ("email", "title", "description", "custom_data"):
         if body.get(key):
             record[key] = body[key]
+    check_document_size("user config", record)
     tx.set(keys.user(name), record)
     return user_view(tx, name)
 
@@ -137,6 +139,7 @@ def modify_user(
             else:
                 record.pop(key, None)
     record["modified"] = now_iso(now)
+    check_document_size("user config", record)
     tx.set(keys.user(name), record)
     return changed
 
@@ -172,6 +175,7 @@ def create_index(
     if tx.get(keys.index(stage)) is not None:
         raise APIError(409, f"index {stage!r} exists")
     config = validate_ixconfig(body, stage, _index_exists(tx), creating=True)
+    check_document_size("index config", config)
     tx.set(keys.index(stage), config)
     return public_config(config)
 
@@ -197,6 +201,7 @@ def patch_index(
     config = validate_ixconfig(patched, stage, _index_exists(tx), creating=False)
     if error_on_noop and config == current:
         raise bad_request("The requested modifications resulted in no changes")
+    check_document_size("index config", config)
     tx.set(keys.index(stage), config)
     return public_config(config)
 

@@ -6,6 +6,7 @@ and render.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from devpi_tx import __version__, releases, users, views
 from devpi_tx.auth import hash_password
 from devpi_tx.events import read_event_serial
 from devpi_tx.files import prepare_copy
+from devpi_tx.interfaces import StorageFull
 from devpi_tx.model import APIError, Identity, bad_request, metadata_from_form
 from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
@@ -31,6 +33,8 @@ __all__ = ["IndexAPI", "WebConfig"]
 
 PARSE_IN_WRITER = 1024 * 1024
 """Upload bodies up to this size are parsed in the store's writer thread, right before their commit."""
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 FEATURES = ["push-no-docs", "push-only-docs", "push-register-project", "server-keyvalue-parsing"]
 
@@ -64,13 +68,24 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return self._error(request, 404, "not found")
         return self._error(request, error.code or 400, error.description or "bad request")
 
+    @app.handle_errors(StorageFull, OSError)
+    def storage_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        if isinstance(error, StorageFull) or (isinstance(error, OSError) and error.errno in FULL_ERRNOS):
+            self._log.error("write refused, storage is full: {error}", error=error)
+            return self._error(request, 507, f"insufficient storage: {error}")
+        return self.internal_error(request, failure)
+
+    @app.handle_errors(Exception)
+    def internal_error(self, request: IRequest, failure: Failure) -> bytes:
+        self._log.failure("error answering {method} {path}", failure, method=request.method, path=request.path)
+        return self._error(request, 500, "internal server error, see the server log")
+
     def _error(self, request: IRequest, status: int, message: str) -> bytes:
+        """Every error answer is devpi's JSON envelope: devpi-client reads its message."""
         request.setResponseCode(status)
-        if render.accepts_json(header(request, b"Accept")) or not header(request, b"Accept"):
-            request.setHeader(b"Content-Type", render.JSON_TYPE)
-            return render.envelope(message=message)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return message.encode("utf-8") + b"\n"
+        request.setHeader(b"Content-Type", render.JSON_TYPE)
+        return render.envelope(message=message)
 
     # -- server ---------------------------------------------------------------
 
@@ -257,7 +272,8 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         try:
             return await self._legacy_action(request, stage)
         except APIError as e:
-            request.setResponseCode(e.status, _reason(e.message))
+            # devpi-client and twine print the reason phrase
+            request.setResponseCode(e.status, b"Unauthorized" if e.status == 401 else _reason(e.message))
             if e.status == 401:
                 request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
             request.setHeader(b"Content-Type", b"text/html; charset=utf-8")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_from_bytes
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -22,10 +22,12 @@ from devpi_tx.download import MirrorFiles
 from devpi_tx.interfaces import IStore
 from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
-from devpi_tx.model import Policy, bad_request
+from devpi_tx.model import APIError, Policy, bad_request
 from devpi_tx.web import render
 from devpi_tx.web.identity import Authenticator
 from devpi_tx.web.pagecache import PageCache
+
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 app = Klein()
 # "//" must not be folded into "/" by a redirect: paths are names here
@@ -44,15 +46,53 @@ class WebConfig:
     port: int = 3141
 
 
-def json_body(request: IRequest) -> Any:
+MAX_JSON_BODY = 64 * 1024
+"""The largest JSON body of a configuration request (users, indexes, login, push)."""
+
+MAX_JSON_DEPTH = 32
+"""How deeply a JSON body may nest arrays and objects."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise bad_request(f"Bad request: {name} is not a valid JSON number")
+
+
+def parse_json(raw: bytes, limit: int = MAX_JSON_BODY) -> Any:
+    """
+    A JSON document from a client: at most C{limit} bytes, at most
+    L{MAX_JSON_DEPTH} levels deep, finite numbers only (a stored C{NaN}
+    would make every later answer that shows it invalid JSON).
+
+    @raise APIError: 413 when too large, 400 when not such a document.
+    """
+    if len(raw) > limit:
+        raise APIError(413, f"JSON body larger than {limit} bytes")
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise bad_request(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Bad request: could not decode json") from None
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise bad_request(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+def json_body(request: IRequest, limit: int = MAX_JSON_BODY) -> Any:
+    request.content.seek(0, 2)
+    if request.content.tell() > limit:
+        raise APIError(413, f"JSON body larger than {limit} bytes")
     request.content.seek(0)
     raw = request.content.read()
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("Bad request: could not decode json") from None
+    return parse_json(raw, limit)
 
 
 def has_arg(request: IRequest, name: bytes) -> bool:
@@ -124,6 +164,22 @@ class Base:
         host = header(request, b"Host") or f"{self._config.host}:{self._config.port}"
         scheme = "https" if request.isSecure() else "http"
         return f"{scheme}://{host}"
+
+    def _redirect(self, request: IRequest, path: str | bytes, query: bytes = b"") -> bytes:
+        """
+        Redirect to C{path} (a decoded path, or the raw path of a request)
+        on this server.  The C{Location} is percent-encoded: no character a
+        client put into its request goes out as it came.
+        """
+        if isinstance(path, str):
+            quoted = quote(path, safe=_PATH_SAFE)
+        else:
+            quoted = quote_from_bytes(path, safe=_PATH_SAFE + "%")
+        location = quote(self._base_url(request), safe=_PATH_SAFE + "%[]") + quoted
+        if query:
+            location += "?" + quote_from_bytes(query, safe=_PATH_SAFE + "%?")
+        request.redirect(location.encode("ascii"))
+        return b""
 
     def _url_for(self, request: IRequest) -> Callable[[str], str]:
         base = self._base_url(request)

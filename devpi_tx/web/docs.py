@@ -90,9 +90,7 @@ class DocRoutes(Base):
     @app.route("/<user>/<index>/<project>/<version>/+doc", methods=["GET", "HEAD"])
     def docs_noslash(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         _, _, query = request.uri.partition(b"?")
-        location = self._base_url(request).encode() + request.path + b"/"
-        request.redirect(location + (b"?" + query if query else b""))
-        return b""
+        return self._redirect(request, request.path + b"/", query)
 
     @app.route("/<user>/<index>/<project>/<version>/+doc/", methods=["GET", "HEAD"])
     @app.route("/<user>/<index>/<project>/<version>/+doc/<path:rest>", methods=["GET", "HEAD"])
@@ -100,18 +98,15 @@ class DocRoutes(Base):
         self, request: IRequest, user: str, index: str, project: str, version: str, rest: str = ""
     ) -> bytes:
         _, _, query = request.uri.partition(b"?")
-        suffix = b"?" + query if query else b""
         normalized = normalize_name(project)
         if normalized != project:
             parts = request.path.split(b"/")
             parts[3] = normalized.encode()
-            request.redirect(self._base_url(request).encode() + b"/".join(parts) + suffix)
-            return b""
+            return self._redirect(request, b"/".join(parts), query)
         serverdir = self._config.serverdir
         path, add_slash = await self._run(locate_doc, serverdir, user, index, normalized, version, rest)
         if add_slash:
-            request.redirect(self._base_url(request).encode() + request.path + b"/" + suffix)
-            return b""
+            return self._redirect(request, request.path + b"/", query)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         return await send_file(request, path)
 

@@ -148,8 +148,7 @@ class SimpleRoutes(Base):
         if render.wants_simple_json(accept) or render.is_installer(header(request, b"User-Agent")):
             return await self._project_list(request, f"{user}/{index}")
         request.setHeader(b"Vary", b"User-Agent")
-        request.redirect(f"{self._base_url(request)}/{user}/{index}/+simple/".encode())
-        return b""
+        return self._redirect(request, f"/{user}/{index}/+simple/")
 
     @app.route("/<user>/<index>/+simple/", methods=["GET"])
     async def simple_list(self, request: IRequest, user: str, index: str) -> bytes:
@@ -166,8 +165,7 @@ class SimpleRoutes(Base):
         _check_project_segment(project)
         normalized = normalize_name(project)
         if normalized != project and request.method == b"GET":
-            request.redirect(f"{self._base_url(request)}/{stage}/{prefix}{normalized}/".encode())
-            return b""
+            return self._redirect(request, f"/{stage}/{prefix}{normalized}/")
         path = request.path.decode("utf-8", "replace")
 
         def href(relpath: str) -> str:
@@ -204,8 +202,7 @@ class SimpleRoutes(Base):
                 except APIError as e:
                     # devpi answers 500 here; the page itself will say what is wrong
                     self._log.warn("Refresh of {project} on {mirror}: {message}", project=normalized, mirror=name, message=e.message)
-        request.redirect(f"{self._base_url(request)}/{stage}/+simple/{normalized}/".encode())
-        return b""
+        return self._redirect(request, f"/{stage}/+simple/{normalized}/")
 
     # -- project and version JSON ---------------------------------------------
 
@@ -233,8 +230,7 @@ class SimpleRoutes(Base):
             if not render.accepts_json(accept):
                 raise APIError(415, "unsupported media type, use Accept: application/json")
             if normalized != project:
-                request.redirect(f"{self._base_url(request)}/{stage}/{normalized}".encode())
-                return b""
+                return self._redirect(request, f"/{stage}/{normalized}")
             result = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
             if not result:
                 raise not_found(f"The project {normalized} does not exist.")
@@ -256,8 +252,7 @@ class SimpleRoutes(Base):
         normalized = normalize_name(project)
         if request.method == b"GET":
             if normalized != project:
-                request.redirect(f"{self._base_url(request)}/{stage}/{normalized}/{version}".encode())
-                return b""
+                return self._redirect(request, f"/{stage}/{normalized}/{version}")
             result = await self._merged_versions(request, stage, normalized, False)
             if version not in result:
                 raise not_found(f"The version {version} of project {normalized} does not exist.")
