@@ -76,24 +76,51 @@ class WorkerTests(_ServerCase):
         self.assertEqual(serials, list(range(serials[0], serials[0] + 12)), "serials are gapless and ordered")
 
     async def test_kill_worker_under_load(self) -> None:
-        """Killing a worker under load fails at most the requests in flight on it."""
+        """
+        Killing a worker under load fails at most the requests in flight on
+        it (one per client); the supervisor starts a new worker that serves.
+        """
         server = await self.start_tree(2)
+        victim = self.child_pids(server)[1]  # worker 1
         concurrency, per_client = 6, 40
-        failures = []
-        done = []
+        total = concurrency * per_client
+        answered: list[int] = []  # the pid behind each response
+        codes: list[int] = []
+        failures: list[tuple[bool, Exception]] = []  # (after the kill?, error)
+        killed: list[int] = []  # len(answered) at the kill
+        gone = server.wait_for(rb"Worker 1 ended")
+        replaced = server.wait_for(rb"Started worker 1 \(pid (\d+)\)")
 
-        async def client(i: int) -> None:
+        async def client() -> None:
             for _ in range(per_client):
                 try:
-                    response = await self.client.get(f"{server.url}/+api", headers={"Accept": ["application/json"]})
-                    await response.content()
-                    done.append(response.code)
+                    response = await self.client.get(f"{server.url}/+status", headers={"Accept": ["application/json"]})
+                    codes.append(response.code)
+                    answered.append(int((await response.json())["result"]["pid"]))
                 except Exception as e:
-                    failures.append(e)
-                if i == 0 and len(done) == per_client:
-                    os.kill(self.child_pids(server)[1], signal.SIGKILL)
+                    failures.append((bool(killed), e))
+                # a third of the load is done and the victim has been serving it
+                if not killed and len(answered) + len(failures) >= total // 3 and victim in answered:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(len(answered))
 
-        await gatherResults([Deferred.fromCoroutine(client(i)) for i in range(concurrency)])
+        await gatherResults([Deferred.fromCoroutine(client()) for _ in range(concurrency)])
+        self.assertEqual(len(killed), 1, "the victim was killed while the load ran")
+        self.assertGreater(len(answered) - killed[0], concurrency, "the load went on after the kill")
+        self.assertEqual([e for after, e in failures if not after], [], "no failure before the kill")
         self.assertLessEqual(len(failures), concurrency, failures)
-        self.assertEqual(len(done) + len(failures), concurrency * per_client)
-        self.assertEqual(set(done), {200})
+        self.assertEqual(len(answered) + len(failures), total)
+        self.assertEqual(set(codes), {200})
+        await gone
+        with self.assertRaises(ProcessLookupError):
+            os.kill(victim, 0)
+        self.assertNotIn(victim, answered[killed[0] + concurrency :], "nothing answered from the killed worker")
+        new_pid = int((await replaced).group(1))
+        self.assertNotEqual(new_pid, victim)
+        pids: set[int] = set()
+        for _ in range(300):
+            pids.add(await self.pid_of_new_connection(server))
+            if new_pid in pids:
+                break
+        self.assertIn(new_pid, pids, "the new worker answered")
+        self.assertNotIn(victim, pids)
