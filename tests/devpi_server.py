@@ -1,8 +1,9 @@
 """
 devpi-server 6.20.3 itself, for the export/import interoperability tests:
-a side virtualenv (made on first use at C{<repo>/.devpi-venv}, or the one
-named by C{DEVPI_SERVER_VENV}), its commands run as child processes, and a
-server on 127.0.0.1 that never contacts an upstream (C{--offline-mode}).
+a side virtualenv (made on first use in the user's cache directory, outside
+the work tree, or the one named by C{DEVPI_SERVER_VENV}), its commands run
+as child processes, and a server on 127.0.0.1 that never contacts an
+upstream (C{--offline-mode}).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any
 
 from treq.client import HTTPClient
@@ -25,12 +28,17 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.helpers import basic
-from tests.processes import Result, run
+from tests.processes import Result, assert_ok, checkout_env, run
 
 VERSION = "6.20.3"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # cheap key derivation: devpi-server 6.20.3 spends seconds on it at every start
 FAST_ARGON2 = ["--argon2-memory-cost", "8", "--argon2-time-cost", "1", "--argon2-parallelism", "1"]
+
+
+def default_venv() -> str:
+    """C{${XDG_CACHE_HOME:-~/.cache}/devpi_tx-tests/devpi-server-6.20.3}."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "devpi_tx-tests", f"devpi-server-{VERSION}")
 
 
 def _installed(venv: str) -> bool:
@@ -40,22 +48,40 @@ def _installed(venv: str) -> bool:
 
 async def devpi_venv() -> str:
     """
-    The virtualenv with devpi-server 6.20.3, created with pip from the
-    package index if it is missing (the first run takes a minute).
+    The virtualenv with devpi-server 6.20.3 (C{DEVPI_SERVER_VENV}, or
+    L{default_venv}), created with pip from the package index if it is
+    missing (the first run takes a minute).  It is built in a temporary
+    directory beside it and renamed into place when complete, so an
+    interrupted run leaves no half virtualenv that looks installed, and
+    concurrent runs keep the first one.
     """
     given = os.environ.get("DEVPI_SERVER_VENV")
-    venv = given or os.path.join(REPO, ".devpi-venv")
+    venv = given or default_venv()
     if _installed(venv):
         return venv
     if given:
         raise RuntimeError(f"DEVPI_SERVER_VENV={given} has no devpi-server {VERSION}")
-    for argv in (
-        [sys.executable, "-m", "venv", venv],
-        [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"devpi-server=={VERSION}"],
-    ):
-        result = await run(argv)
-        if result.code != 0:
-            raise RuntimeError(f"cannot set up {venv}:\n{result}")
+    if os.path.exists(venv):
+        raise RuntimeError(f"{venv} exists without devpi-server {VERSION}: remove it")
+    parent = os.path.dirname(venv)
+    os.makedirs(parent, exist_ok=True)
+    building = tempfile.mkdtemp(prefix=f".{os.path.basename(venv)}-", suffix=".tmp", dir=parent)
+    try:
+        for argv in (
+            [sys.executable, "-m", "venv", building],
+            [os.path.join(building, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+             f"devpi-server=={VERSION}"],
+        ):  # fmt: skip
+            result = await run(argv, checkout=False)
+            if not result.ok:
+                raise RuntimeError(f"cannot set up {venv}:\n{result}")
+        try:
+            os.rename(building, venv)
+        except OSError:
+            if not _installed(venv):  # another run won the race with a complete one
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return venv
 
 
@@ -103,14 +129,17 @@ class DevpiServer:
     def output(self) -> str:
         return self._protocol.output.decode("utf-8", "replace") if self._protocol else ""
 
-    def bin(self, name: str) -> str:
-        return os.path.join(self.venv, "bin", name)
+    def bin(self, name: str) -> list[str]:
+        """
+        The command line of a console script of the virtualenv, run by its
+        interpreter (the shebang lines name the directory it was built in).
+        """
+        return [os.path.join(self.venv, "bin", "python"), os.path.join(self.venv, "bin", name)]
 
     async def command(self, name: str, *args: str) -> Result:
         """Run C{devpi-init}, C{devpi-export}... on this server directory; fails unless it exits 0."""
-        result = await run([self.bin(name), "--serverdir", self.serverdir, *args])
-        if result.code != 0:
-            raise AssertionError(str(result))
+        result = await run([*self.bin(name), "--serverdir", self.serverdir, *args], checkout=False)
+        assert_ok(result)
         return result
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -118,10 +147,10 @@ class DevpiServer:
         self.port = free_port()
         self._protocol = _Protocol()
         argv = [
-            self.bin("devpi-server"), "--serverdir", self.serverdir, "--host", "127.0.0.1",
+            *self.bin("devpi-server"), "--serverdir", self.serverdir, "--host", "127.0.0.1",
             "--port", str(self.port), "--offline-mode", *FAST_ARGON2,
         ]
-        self._transport = reactor.spawnProcess(self._protocol, argv[0], argv, env=dict(os.environ))
+        self._transport = reactor.spawnProcess(self._protocol, argv[0], argv, env=checkout_env(checkout=False))
         for _ in range(int(timeout / 0.1)):
             if self._protocol.ended.called:
                 break
