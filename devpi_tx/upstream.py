@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from OpenSSL import SSL
+from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
+from twisted.web._newclient import RequestGenerationFailed, RequestTransmissionFailed, ResponseFailed
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 
 from devpi_tx import __version__
@@ -43,6 +47,72 @@ class Fetched:
     serial: int
     content_type: str
     url: str
+
+
+_NETWORK_ERRORS = (
+    TimeoutError,
+    CancelledError,
+    error.ConnectError,
+    error.ConnectionLost,
+    error.ConnectionDone,
+    ResponseFailed,
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    SchemeNotSupported,
+    OSError,
+    SSL.Error,
+)
+
+_CONNECT_REASONS: list[tuple[type[BaseException], str]] = [
+    (error.DNSLookupError, "cannot resolve the host name"),
+    (error.ConnectionRefusedError, "connection refused"),
+    (error.NoRouteError, "no route to the host"),
+    (error.TimeoutError, "timed out connecting"),
+    (error.ConnectingCancelledError, "timed out connecting"),
+    (error.ConnectionDone, "upstream closed the connection"),
+    (error.ConnectionLost, "upstream closed the connection"),
+    (SchemeNotSupported, "unsupported URL scheme"),
+]
+
+
+def _reasons(e: BaseException) -> list[BaseException]:
+    """C{e} and what it wraps (Twisted's HTTP client wraps the real cause in lists of failures)."""
+    found = [e]
+    for failure in getattr(e, "reasons", None) or []:
+        value = getattr(failure, "value", failure)
+        if isinstance(value, BaseException):
+            found += _reasons(value)
+    return found
+
+
+def network_error(e: BaseException) -> BaseException:
+    """
+    C{e} when it is a failure of the network or of upstream; anything else
+    is our own bug and is raised as it is, not taken for an upstream outage.
+    """
+    if isinstance(e, _NETWORK_ERRORS):
+        return e
+    raise e
+
+
+def describe_failure(e: BaseException, timeout: float) -> str:
+    """
+    What went wrong with an upstream request, in words for a user (no
+    Python reprs): C{upstream timed out after 5 s}, C{connection refused}.
+    """
+    network_error(e)
+    reasons = _reasons(e)
+    if any(isinstance(r, (TimeoutError, CancelledError)) for r in reasons):
+        return f"upstream timed out after {timeout:g} s"
+    for reason in reasons:
+        for kind, text in _CONNECT_REASONS:
+            if isinstance(reason, kind):
+                return f"upstream failed: {text}"
+    last = reasons[-1]
+    detail = getattr(last, "strerror", None) or " ".join(str(last).split())[:200] or last.__class__.__name__
+    if detail.startswith(("[<", "<")):
+        detail = last.__class__.__name__
+    return f"upstream failed: {detail}"
 
 
 def split_credentials(url: str) -> tuple[str, bytes | None]:
@@ -135,12 +205,10 @@ class Upstream:
         d.addTimeout(limit, self._reactor)
         try:
             return await d
-        except (TimeoutError, CancelledError):
-            raise UpstreamError(f"timeout after {limit:g} seconds while getting {clean}") from None
         except UpstreamError:
             raise
         except Exception as e:
-            raise UpstreamError(f"error getting {clean}: {e.__class__.__name__}: {e}") from None
+            raise UpstreamError(f"{clean}: {describe_failure(e, limit)}") from network_error(e)
 
     async def open(self, url: str, auth_source: str | None = None) -> Any:
         """
@@ -155,7 +223,5 @@ class Upstream:
         d.addTimeout(self.timeout, self._reactor)
         try:
             return await d
-        except (TimeoutError, CancelledError):
-            raise UpstreamError(f"timeout after {self.timeout:g} seconds while getting {clean}") from None
         except Exception as e:
-            raise UpstreamError(f"error getting {clean}: {e.__class__.__name__}: {e}") from None
+            raise UpstreamError(f"{clean}: {describe_failure(e, self.timeout)}") from network_error(e)
