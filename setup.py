@@ -47,6 +47,7 @@ setup(
             "wheel==0.48.0",
             "Sphinx==9.0.4",
             "tox==4.67.15",
+            "prometheus_client==0.26.0",
         ],
     },
 )

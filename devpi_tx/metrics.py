@@ -11,19 +11,49 @@ from collections.abc import Callable, Iterable
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Label values come from these fixed sets only: a request must not be able to
+# add a series (every /+junkN would) or put its own bytes into the text format.
+TOP_ROUTES = frozenset({"+api", "+authcheck", "+login", "+metrics", "+search", "+status"})
+ROUTES = TOP_ROUTES | {
+    "root", "user", "index", "project", "version", "simple_list", "simple_project", "file", "doc", "other",
+}
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PUSH"})
+OTHER = "other"
+
 
 def route_of(method: bytes, path: bytes) -> str:
-    """A coarse route name for a request path (bounded label values)."""
+    """A route name for a request path, one of L{ROUTES}."""
     parts = path.split(b"/")
     if len(parts) > 1 and parts[1].startswith(b"+"):
-        return parts[1].decode("ascii", "replace")
+        name = parts[1].decode("ascii", "replace")
+        return name if name in TOP_ROUTES else OTHER
+    if len(parts) in (3, 4) and parts[-1] == b"+api":
+        return "+api"
     if len(parts) >= 4 and parts[3] in (b"+simple", b"+f", b"+e"):
         if parts[3] == b"+simple":
             return "simple_list" if len(parts) <= 5 and not parts[-1] else "simple_project"
         return "file"
-    if len(parts) >= 4 and b"+doc" in parts:
+    if len(parts) >= 6 and parts[5] == b"+doc":
         return "doc"
-    return {0: "root", 1: "user", 2: "index", 3: "project"}.get(len([p for p in parts if p]), "version")
+    if any(part.startswith(b"+") for part in parts):
+        return OTHER
+    depth = len([p for p in parts if p])
+    return {0: "root", 1: "user", 2: "index", 3: "project", 4: "version"}.get(depth, OTHER)
+
+
+def method_of(method: bytes) -> str:
+    """The method as a label value, one of L{METHODS} or C{other}."""
+    name = method.decode("ascii", "replace")
+    return name if name in METHODS else OTHER
+
+
+def escape_label(value: str) -> str:
+    """A label value for the text format: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 class Metrics:
@@ -34,7 +64,7 @@ class Metrics:
         self.latency_count = 0
 
     def observe(self, method: bytes, path: bytes, code: int, seconds: float) -> None:
-        self.requests[(method.decode("ascii", "replace"), route_of(method, path), code)] += 1
+        self.requests[(method_of(method), route_of(method, path), code)] += 1
         self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_count += 1
@@ -46,7 +76,8 @@ class Metrics:
             "# TYPE devpi_tx_requests_total counter",
         ]
         for (method, route, code), count in sorted(self.requests.items()):
-            out.append(f'devpi_tx_requests_total{{method="{method}",route="{route}",status="{code}"}} {count}')
+            labels = f'method="{escape_label(method)}",route="{escape_label(route)}",status="{code}"'
+            out.append(f"devpi_tx_requests_total{{{labels}}} {count}")
         out += [
             "# HELP devpi_tx_request_seconds Time to answer a request.",
             "# TYPE devpi_tx_request_seconds histogram",
@@ -59,7 +90,7 @@ class Metrics:
         out.append(f"devpi_tx_request_seconds_sum {self.latency_sum}")
         out.append(f"devpi_tx_request_seconds_count {self.latency_count}")
         for name, kind, help_text, value in gauges:
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+            out += [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} {kind}", f"{name} {value}"]
         return ("\n".join(out) + "\n").encode("utf-8")
 
 
