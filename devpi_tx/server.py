@@ -11,13 +11,15 @@ import sys
 from typing import Any
 
 from treq.client import HTTPClient
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.defer import DeferredList
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent
 
+from devpi_tx import __version__
 from devpi_tx.auth import TokenSigner
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
@@ -29,7 +31,7 @@ from devpi_tx.model import Policy, parse_restrict_modify
 from devpi_tx.options import Options, worker_options
 from devpi_tx.serverdir import ServerDir
 from devpi_tx.store.sqlite import SQLiteStore
-from devpi_tx.supervisor import SharedListeners, WorkerSupervisor, worker_argv
+from devpi_tx.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
 from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.pagecache import page_groups
@@ -131,10 +133,77 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         argv = worker_argv(worker_options(options))
         WorkerSupervisor(reactor, listeners, options["workers"], argv).setServiceParent(top)
     else:
-        for host, port in options["listen-addresses"]:
-            kind = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
-            StreamServerEndpointService(kind(reactor, port, interface=host), site).setServiceParent(top)
+        listeners = Listeners(reactor, options["listen-addresses"], site)
+        listeners.setServiceParent(top)
+    if not worker:
+        Announce(listeners, serverdir, store, options.get("initialised-now")).setServiceParent(top)
     return top
+
+
+class Listeners(Service):
+    """This process's listening ports (without workers); a bind failure ends the process."""
+
+    def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
+        self._reactor = reactor
+        self._addresses = addresses
+        self._factory = factory
+        self.ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for host, port in self._addresses:
+            try:
+                self.ports.append(self._reactor.listenTCP(port, self._factory, interface=host))
+            except CannotListenError as e:
+                cannot_listen(host, port, e)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(port.getHost().host, port.getHost().port) for port in self.ports]
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return DeferredList([port.stopListening() for port in self.ports])
+
+
+class Announce(Service):
+    """Says at start where the server listens, where its data is, and what is new."""
+
+    _log = Logger()
+
+    def __init__(self, listeners: Any, serverdir: ServerDir, store: SQLiteStore, initialised: str | None) -> None:
+        """@param initialised: C{"empty"} or C{"set"} (root's password) when the server dir was just made."""
+        self._listeners = listeners
+        self._serverdir = serverdir
+        self._store = store
+        self._initialised = initialised
+
+    def startService(self) -> None:
+        super().startService()
+        urls = ", ".join(url_of(host, port) for host, port in self._listeners.addresses())
+        self._log.info(
+            "devpi_tx {version} serving {urls} from {serverdir} (serial {serial})",
+            version=__version__,
+            urls=urls,
+            serverdir=self._serverdir.path,
+            serial=self._store.current_serial(),
+        )
+        if self._initialised:
+            password = (
+                "whose password is EMPTY: set one now (devpi user -m root password=...)"
+                if self._initialised == "empty"
+                else "with the password given"
+            )
+            self._log.warn(
+                "{serverdir} was not a server directory: initialised a new one with user root, {password}. "
+                "If you meant an existing server, check --serverdir.",
+                serverdir=self._serverdir.path,
+                password=password,
+            )
+
+
+def url_of(host: str, port: int) -> str:
+    shown = "localhost" if host in ("", "0.0.0.0", "::") else host
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
 def make_hooks(serverdir: ServerDir) -> list[Hook]:

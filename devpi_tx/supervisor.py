@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -33,6 +33,14 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def cannot_listen(host: str, port: int, error: Exception) -> NoReturn:
+    """One line on stderr and a non-zero exit: a server that cannot listen must not run on."""
+    reason = getattr(error, "socketError", None) or error
+    strerror = getattr(reason, "strerror", None) or str(reason)
+    sys.stderr.write(f"twistd devpi: error: cannot listen on {host}:{port}: {strerror}\n")
+    raise SystemExit(1)
 
 
 def listen_shared(reactor: Any, host: str, port: int, factory: Any) -> Any:
@@ -70,7 +78,10 @@ class SharedListeners(Service):
     def startService(self) -> None:
         super().startService()
         for host, port in self._addresses:
-            self.ports.append(listen_shared(self._reactor, host, port, self._factory))
+            try:
+                self.ports.append(listen_shared(self._reactor, host, port, self._factory))
+            except OSError as e:
+                cannot_listen(host, port, e)
 
     def addresses(self) -> list[tuple[str, int]]:
         """The bound addresses, for the workers' command lines."""

@@ -690,14 +690,15 @@ class DocRoutesTests(SynchronousTestCase):
             self.assertEqual((reply.code, reply.header("Location")), (302, location), path)
 
     def test_not_found(self) -> None:
-        """Missing docs, files and versions are 404, as JSON or text by Accept."""
+        """Missing docs, files and versions are 404 in devpi's JSON envelope, whatever the Accept."""
         self.upload_docs("pkg", "1.0", {"index.html": "top", "nested/page.html": "page"})
         self.run_hooks()
         missing = self.get("/alice/dev/pkg/1.0/+doc/nope.html", accept="application/json")
         self.assertEqual(missing.code, 404)
         self.assertIn("nope.html", missing.json()["message"])
         text = self.get("/alice/dev/pkg/1.0/+doc/nested/", accept="text/plain")
-        self.assertEqual((text.code, text.header("Content-Type")), (404, "text/plain; charset=utf-8"))
+        self.assertEqual((text.code, text.header("Content-Type")), (404, "application/json"))
+        self.assertIn("nested", text.json()["message"])
         for path in (
             "/alice/dev/pkg/2.0/+doc/",
             "/alice/dev/other/1.0/+doc/",

@@ -5,6 +5,7 @@ one changelog row per committed write transaction.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from zope.interface import implementer
 
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.files import unlink_if_present
-from devpi_tx.interfaces import IStore, ITransaction
+from devpi_tx.interfaces import IStore, ITransaction, StorageFull
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -57,6 +58,26 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """
+    Roll back what is left of a failed write.  SQLite may have rolled back
+    by itself (a full disk does that); a failing rollback must not hide the
+    error that caused it.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        from twisted.logger import Logger
+
+        Logger(namespace=__name__).error("rollback after a failed write failed: {error}", error=e)
 
 
 def _schema_files() -> list[tuple[int, str]]:
@@ -314,9 +335,17 @@ class SQLiteStore:
                 committed = True
                 if self._beacon is not None:
                     self._beacon.update(serial, groups)
+            except sqlite3.OperationalError as e:
+                if _is_full(e):
+                    raise StorageFull(f"the database cannot grow: {e}") from e
+                raise
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFull(f"the file store cannot grow: {e.strerror}") from e
+                raise
             finally:
                 if not committed:
-                    conn.execute("ROLLBACK")
+                    _rollback(conn)
                     for path in created:
                         unlink_if_present(path)
                     for temp, _ in tx.placed:
