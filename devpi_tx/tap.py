@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging.config
+import socket
 import sys
 from typing import Any
 
@@ -85,6 +86,24 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     return None
 
 
+def check_addresses(addresses: list[tuple[str, int]]) -> None:
+    """
+    Exit with one line when an address cannot be bound (in use, not an
+    address of this host, a privileged port).  Binding without
+    C{SO_REUSEPORT} also notices a running devpi_tx tree with workers.
+    """
+    for host, port in addresses:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+        except OSError as e:
+            _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -98,6 +117,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if serverdir.foreign() and not options["import"]:
         _fail(str(serverdir.foreign()))
     try:
+        serving = not any(options[a] for a in ("init", "import", "export", "fsck", "gen-config"))
+        if serving and not worker:
+            # before anything is written: a server that cannot listen leaves no new server dir
+            check_addresses(options["listen-addresses"])
         if not worker and not any(options[a] for a in ("import", "export", "fsck", "gen-config")):
             if not serverdir.is_initialised():
                 serverdir.initialise(
@@ -108,6 +131,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                 if options["init"]:
                     print(f"initialised {serverdir.path}")
                     sys.exit(0)
+                options["initialised-now"] = "empty" if not (options["root-passwd"] or options["root-passwd-hash"]) else "set"
             elif options["init"]:
                 _fail(f"{serverdir.path} is already initialised")
         status = _one_shot(options, serverdir)
