@@ -5,6 +5,7 @@ Parsing upstream simple pages (PEP 503 HTML and PEP 691 JSON).  Pure.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field
 from html import unescape
@@ -12,14 +13,10 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
-from devpi_tx.model import ARCHIVE_SUFFIXES, normalize_name
+from devpi_tx.model import normalize_name
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _ANCHOR_RE = re.compile(rb"<a\s[^>]*?href=[\"']([^\"']*)[\"'][^>]*>([^<]*)</a>", re.IGNORECASE)
@@ -81,25 +78,95 @@ def parse_project_list(body: bytes, content_type: str) -> list[str]:
     return names
 
 
-def project_of(filename: str) -> tuple[str, str] | None:
-    """C{(normalised project, version)} of an archive name, if it is one."""
+# archive kinds devpi lists, longest first so ".tar.gz" wins over ".gz"
+_SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tbz2", ".tgz", ".tbz", ".txz", ".tar", ".zip")
+_BINARY_SUFFIXES = (".exe", ".msi", ".rpm", ".deb", ".dmg")
+# bdist_dumb / bdist_wininst platform tags and python tags after the version
+_PLATFORM_RE = re.compile(
+    r"(?:\.(?:linux|macosx|win|cygwin|darwin|freebsd|openbsd|netbsd|solaris|sunos|aix)|-macosx|-py\d)[-\w.]*$",
+    re.IGNORECASE,
+)
+_RPM_ARCH_RE = re.compile(r"\.(?:src|noarch|x86_64|i[3-6]86|aarch64|armv7hl|ppc64le|s390x)$")
+
+
+def _is_version(text: str) -> bool:
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-            return str(name), str(version)
-        if filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-            return str(name), str(version)
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        pass
-    lowered = filename.lower()
-    for suffix in ARCHIVE_SUFFIXES:
-        if lowered.endswith(suffix):
-            stem = filename[: -len(suffix)]
-            if "-" in stem:
-                name, version = stem.rsplit("-", 1)
-                return normalize_name(name), version
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _split_name_version(stem: str) -> tuple[str, str] | None:
+    """
+    C{name-version} split at the first dash after which a version follows
+    (devpi's rule: C{foo-2.0-1} is C{foo} C{2.0-1}, C{py-3to2-1.0} is
+    C{py-3to2} C{1.0}); C{None} when no split gives a version.
+    """
+    parts = stem.split("-")
+    for i in range(1, len(parts)):
+        name, version = "-".join(parts[:i]), "-".join(parts[i:])
+        if name and _is_version(version):
+            return name, version
     return None
+
+
+def _candidates(stem: str, suffix: str) -> list[str]:
+    """The stem, and the stem without the tags some kinds put after the version."""
+    if suffix == ".rpm":
+        # name-version-release.arch.rpm: the release is not part of the version
+        bare = _RPM_ARCH_RE.sub("", stem)
+        return [bare.rpartition("-")[0], bare, stem]
+    return [stem, _PLATFORM_RE.sub("", stem)]
+
+
+def _name_version(filename: str) -> tuple[str, str] | None:
+    lowered = filename.lower()
+    if lowered.endswith((".whl", ".egg")):
+        try:
+            if lowered.endswith(".whl"):
+                name, version, _, _ = parse_wheel_filename(filename)
+                return str(name), str(version)
+        except InvalidWheelFilename:
+            pass
+        # name-version[-pyX.Y[-platform]].egg, and wheels packaging refuses:
+        # name and version have no dashes
+        parts = filename[:-4].split("-")
+        return (parts[0], parts[1]) if len(parts) >= 2 and parts[0] and parts[1] else None
+    suffix = next((s for s in _SDIST_SUFFIXES + _BINARY_SUFFIXES if lowered.endswith(s)), None)
+    if suffix is None:
+        return None
+    stem = filename[: -len(suffix)]
+    if suffix == ".deb" and "_" in stem:
+        # Debian's name_version-revision_arch.deb
+        name, _, rest = stem.partition("_")
+        version = rest.split("_", 1)[0].rsplit("-", 1)[0]
+        return (name, version) if name and version else None
+    for candidate in _candidates(stem, suffix):
+        found = _split_name_version(candidate)
+        if found is not None:
+            return found
+    # not a version packaging knows: the part from the first digit on, as devpi does
+    parts = stem.split("-")
+    for i in range(1, len(parts)):
+        if parts[i][:1].isdigit() and parts[0]:
+            return "-".join(parts[:i]), "-".join(parts[i:])
+    name, _, version = stem.rpartition("-")
+    return (name, version) if name and version else None
+
+
+def project_of(filename: str) -> tuple[str, str] | None:
+    """
+    C{(normalised project, version)} of an archive name of any kind devpi
+    lists (sdists, wheels, eggs, installers, rpm/deb/dmg), if it is one;
+    the version normalised when it is a PEP 440 one.
+    """
+    found = _name_version(filename)
+    if found is None:
+        return None
+    name, version = found
+    # normalised as packaging does for wheels, so an sdist and a wheel of one release agree
+    return normalize_name(name), str(Version(version)) if _is_version(version) else version
 
 
 def strip_fragment(url: str) -> tuple[str, dict[str, str]]:
@@ -127,6 +194,11 @@ class _LinkParser(HTMLParser):
             if found.get("href"):
                 found["_base"] = self.base
                 self.anchors.append(found)
+
+
+def _safe(filename: str) -> bool:
+    """A name that can be one path segment of a stored file."""
+    return bool(filename) and not any(c in filename for c in "/\\\x00") and filename not in (".", "..")
 
 
 def _belongs(filename: str, project: str) -> bool:
@@ -158,8 +230,9 @@ def parse_project_page(
         for item in files:
             if not isinstance(item, dict) or not item.get("filename") or not item.get("url"):
                 continue
-            filename = str(item["filename"])
-            if "/" in filename or not _belongs(filename, project):
+            # upstreams that percent-quote the name in C{filename} too mean the same file
+            filename = unquote(str(item["filename"]))
+            if not _safe(filename) or not _belongs(filename, project):
                 continue
             url, fragment = strip_fragment(urljoin(page_url, str(item["url"])))
             hashes = {str(k): str(v) for k, v in (item.get("hashes") or fragment).items()}
@@ -196,8 +269,9 @@ def parse_project_page(
         if not url.startswith(("http://", "https://")):
             continue
         url, hashes = strip_fragment(url)
-        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-        if not _belongs(filename, project):
+        # as devpi: the last segment of the unquoted path (C{%2F} cannot make a directory)
+        filename = posixpath.basename(unquote(urlsplit(url).path))
+        if not _safe(filename) or not _belongs(filename, project):
             continue
         yanked: bool | str = False
         if "data-yanked" in anchor:
