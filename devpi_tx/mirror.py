@@ -91,15 +91,24 @@ def _unsafe(part: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", part)
 
 
+# any hex string names a directory, as devpi's h[0:3]/h[3:16]; under four
+# characters there would be no second directory
+_HASH_DIRS = re.compile(r"[0-9a-fA-F]{4,}")
+
+
 def link_relpath(stage: str, link: UpstreamLink) -> str:
-    """Where a mirrored file lives: C{+f/} by hash, else C{+e/} by its URL (spec 1.13)."""
+    """
+    Where a mirrored file lives (spec 1.13): C{+f/h[0:3]/h[3:16]/} by the
+    link's hash (sha256 if given, else the first one) whatever its length,
+    else C{+e/} by the URL's scheme, host, port and directories, each
+    C{/} a C{_} (empty segments too) and other unsafe characters C{_}.
+    """
     digest = link.hashes.get("sha256") or next(iter(link.hashes.values()), None)
-    if digest and re.fullmatch(r"[0-9a-fA-F]{16,}", digest):
+    if digest and _HASH_DIRS.fullmatch(digest):
         return f"{stage}/+f/{digest[:3]}/{digest[3:16]}/{link.filename}"
     parts = urlsplit(link.url)
-    dirname = "_".join(
-        p for p in [parts.scheme, parts.netloc, *parts.path.split("/")[:-1]] if p
-    )
+    host = parts.netloc.rpartition("@")[2]  # credentials never go into a path
+    dirname = f"{parts.scheme}/{host}{parts.path}".rsplit("/", 1)[0].replace("/", "_")
     return f"{stage}/+e/{_unsafe(dirname)}/{link.filename}"
 
 

@@ -6,8 +6,11 @@ reached through StubTreq, time on a Clock.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
@@ -24,11 +27,29 @@ HTML = {"Accept": "text/html"}
 JSON = {"Accept": SIMPLE_JSON}
 
 
+class _PagesUpstream(FakeUpstream):
+    """The fake upstream, plus pages and files given verbatim."""
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.pages: dict[str, tuple[str, bytes]] = {}  # path -> (content type, body)
+        self.blobs: dict[str, bytes] = {}  # unquoted path -> file
+
+    def _body(self, request: Any, path: str) -> Any:
+        if path in self.pages:
+            content_type, body = self.pages[path]
+            request.setHeader(b"Content-Type", content_type.encode())
+            return body
+        if unquote(path) in self.blobs:
+            return self.blobs[unquote(path)]
+        return super()._body(request, path)
+
+
 class _MirrorBase(SynchronousTestCase):
     offline = False
 
     def setUp(self) -> None:
-        self.up = FakeUpstream(reactor=None)
+        self.up = _PagesUpstream(reactor=None)
         self.wheel = self.up.add("requests", "2.0", requires_python=">=3.8")
         self.sdist = self.up.add("requests", "2.0", kind="sdist")
         self.old = self.up.add("requests", "1.0", yanked="broken")
@@ -235,6 +256,155 @@ class MirrorPageTests(_MirrorBase):
         self.h.request("PATCH", "/root/pypi", ["title=x"], user="root")
         stored = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.index("root/pypi"))))
         self.assertEqual(stored["mirror_url"], url)
+
+
+class EmptyProjectTests(_MirrorBase):
+    def test_project_without_files(self) -> None:
+        """
+        A project upstream lists, whose page has no release files, exists:
+        its project JSON is an empty projectconfig (C{devpi list} prints
+        nothing); a project upstream lacks is still 404.
+        """
+        self.up.projects["empty"] = []
+        self.assertEqual(self.h.request("GET", "/root/pypi/empty").json(), {"type": "projectconfig", "result": {}})
+        self.page("/root/pypi/+simple/")  # the list is loaded and names it
+        self.h.clock.advance(1801)
+        reply = self.h.request("GET", "/root/pypi/empty")
+        self.assertEqual((reply.code, reply.json()), (200, {"type": "projectconfig", "result": {}}))
+        self.assertEqual(self.page("/root/pypi/+simple/empty/").json()["files"], [])
+        self.assertEqual(self.h.request("GET", "/root/pypi/empty/1.0").code, 404)
+        self.assertEqual(self.h.request("GET", "/root/pypi/absent").code, 404)
+
+
+class LinkLayoutTests(_MirrorBase):
+    """
+    Where mirror links are served and stored (spec 1.13): the simple page's
+    href, the stored path and the download agree.
+    """
+
+    def served(self, project: str = "pkg") -> dict[str, str]:
+        """Filename -> relpath of the links on our JSON and HTML pages (which must agree)."""
+        base = f"http://127.0.0.1:3141/root/pypi/+simple/{project}/"
+        found = {}
+        for item in self.page(f"/root/pypi/+simple/{project}/").json()["files"]:
+            found[item["filename"]] = unquote(urlsplit(urljoin(base, item["url"])).path)[1:]
+        html = self.page(f"/root/pypi/+simple/{project}/", headers=HTML).body.decode()
+        hrefs = re.findall(r'<a href="([^"#]*)[^"]*">([^<]*)</a>', html)
+        self.assertEqual({name: unquote(urlsplit(urljoin(base, href)).path)[1:] for href, name in hrefs}, found)
+        return found
+
+    def fetch(self, relpath: str) -> Any:
+        quoted = "/" + relpath.replace("!", "%21")  # as a client might quote it
+        return self.h.request("GET", quoted, headers={"Accept": "*/*"})
+
+    def assert_kept(self, relpath: str, data: bytes) -> None:
+        reply = self.fetch(relpath)
+        self.assertEqual((reply.code, reply.body), (200, data), relpath)
+        with open(os.path.join(self.h.serverdir.files, relpath), "rb") as f:
+            self.assertEqual(f.read(), data)
+        entry = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.file(relpath))))
+        self.assertIn("last_modified", entry)
+        again = self.fetch(relpath)
+        self.assertEqual((again.code, again.body), (200, data))
+
+    def test_html_links_without_hash_and_quoted_names(self) -> None:
+        """
+        Links without a hash live under C{+e/} named by scheme, host, port
+        and directories (empty segments kept, unsafe characters C{_}); a
+        percent-quoted file name is listed, stored and served unquoted,
+        with or without a hash.
+        """
+        hashed = b"hashed zip"
+        sha = hashlib.sha256(hashed).hexdigest()
+        self.up.pages["/simple/pkg/"] = (
+            "text/html",
+            b'<a href="../../files/pkg-1%212017.4%2Bdevpi.zip">a</a>\n'
+            b'<a href="http://mirror.test:8080/dl//a%20b/pkg-2.0.tar.bz2">b</a>\n'
+            b'<a href="../../files/pkg-1%212018.1%2Bdevpi.zip#sha256=' + sha.encode() + b'">c</a>\n'
+            b'<a href="../../files/pkg-3.0-py2.7.egg">d</a>\n',
+        )
+        self.up.blobs = {
+            "/files/pkg-1!2017.4+devpi.zip": b"plain zip",
+            "/dl//a b/pkg-2.0.tar.bz2": b"bz2 data",
+            "/files/pkg-1!2018.1+devpi.zip": hashed,
+            "/files/pkg-3.0-py2.7.egg": b"egg data",
+        }
+        expected = {
+            "pkg-1!2017.4+devpi.zip": "root/pypi/+e/http_upstream.test_files/pkg-1!2017.4+devpi.zip",
+            "pkg-2.0.tar.bz2": "root/pypi/+e/http_mirror.test_8080_dl__a_20b/pkg-2.0.tar.bz2",
+            "pkg-1!2018.1+devpi.zip": f"root/pypi/+f/{sha[:3]}/{sha[3:16]}/pkg-1!2018.1+devpi.zip",
+            "pkg-3.0-py2.7.egg": "root/pypi/+e/http_upstream.test_files/pkg-3.0-py2.7.egg",
+        }
+        self.assertEqual(self.served(), expected)
+        project = self.h.request("GET", "/root/pypi/pkg").json()["result"]
+        self.assertEqual(sorted(project), ["1!2017.4+devpi", "1!2018.1+devpi", "2.0", "3.0"])
+        for filename, relpath in expected.items():
+            upstream_path = next(p for p in self.up.blobs if p.endswith("/" + filename))
+            self.assert_kept(relpath, self.up.blobs[upstream_path])
+        self.assertEqual(
+            sorted(f for f in self.h.stored_files() if not f.startswith(".")), sorted(expected.values())
+        )
+
+    def test_json_links_quoted_names(self) -> None:
+        """A PEP 691 page with percent-quoted URLs (and names) gives the same layout as HTML."""
+        hashed = b"hashed zip"
+        sha = hashlib.sha256(hashed).hexdigest()
+        files = [
+            {"filename": "pkg-1!2017.4+devpi.zip", "url": "../../files/pkg-1%212017.4%2Bdevpi.zip", "hashes": {}},
+            {
+                "filename": "pkg-1%212018.1%2Bdevpi.zip",
+                "url": "../../files/pkg-1%212018.1%2Bdevpi.zip",
+                "hashes": {"sha256": sha},
+            },
+        ]
+        body = {"meta": {"api-version": "1.1"}, "name": "pkg", "files": files}
+        self.up.pages["/simple/pkg/"] = (SIMPLE_JSON, json.dumps(body).encode())
+        self.up.blobs = {"/files/pkg-1!2017.4+devpi.zip": b"plain zip", "/files/pkg-1!2018.1+devpi.zip": hashed}
+        expected = {
+            "pkg-1!2017.4+devpi.zip": "root/pypi/+e/http_upstream.test_files/pkg-1!2017.4+devpi.zip",
+            "pkg-1!2018.1+devpi.zip": f"root/pypi/+f/{sha[:3]}/{sha[3:16]}/pkg-1!2018.1+devpi.zip",
+        }
+        self.assertEqual(self.served(), expected)
+        self.assert_kept(expected["pkg-1!2017.4+devpi.zip"], b"plain zip")
+        self.assert_kept(expected["pkg-1!2018.1+devpi.zip"], hashed)
+
+    def test_short_hash_keeps_f_layout_and_fails_cleanly(self) -> None:
+        """
+        A hash of unusual length still files the link under C{+f/h[0:3]/h[3:16]/};
+        fetching it is a 502 JSON error and nothing is kept (file, temp file
+        or downloaded state).  Under four hex characters there is no second
+        directory: C{+e/}.
+        """
+        self.up.pages["/simple/pkg/"] = (
+            "text/html",
+            b'<a href="../../files/pkg-2.0.tar.gz#sha256=1234">a</a>'
+            b'<a href="../../files/pkg-3.0.tar.gz#md5=0123456789abcdef0123456789abcdef">b</a>'
+            b'<a href="../../files/pkg-4.0.tar.gz#sha256=abc">c</a>',
+        )
+        self.up.blobs = {"/files/pkg-2.0.tar.gz": b"tgz data"}
+        served = self.served()
+        self.assertEqual(
+            served,
+            {
+                "pkg-2.0.tar.gz": "root/pypi/+f/123/4/pkg-2.0.tar.gz",
+                "pkg-3.0.tar.gz": "root/pypi/+f/012/3456789abcdef/pkg-3.0.tar.gz",
+                "pkg-4.0.tar.gz": "root/pypi/+e/http_upstream.test_files/pkg-4.0.tar.gz",
+            },
+        )
+        relpath = served["pkg-2.0.tar.gz"]
+        meta = self.h.request("GET", "/" + relpath).json()["result"]
+        self.assertEqual(meta["hash_spec"], "sha256=1234")
+        reply = self.fetch(relpath)
+        self.assertEqual(reply.code, 502)
+        self.assertTrue(reply.header("Content-Type").startswith("application/json"))
+        self.assertIn("sha256 mismatch", reply.json()["message"])
+        self.assertEqual([f for f in self.h.stored_files() if not f.startswith(".")], [])
+        tmp = os.path.join(self.h.serverdir.files, ".tmp")
+        self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [])
+        entry = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.file(relpath))))
+        self.assertNotIn("last_modified", entry)
+        self.assertEqual(self.fetch(relpath).code, 502, "tried again, failing again")
+        self.assertEqual(self.up.requests["/files/pkg-2.0.tar.gz"], 2)
 
 
 class WhitelistTests(_MirrorBase):

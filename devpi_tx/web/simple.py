@@ -206,15 +206,19 @@ class SimpleRoutes(Base):
 
     # -- project and version JSON ---------------------------------------------
 
-    async def _merged_versions(self, request: IRequest, stage: str, project: str, ignore_bases: bool) -> dict[str, Any]:
+    async def _merged_versions(
+        self, request: IRequest, stage: str, project: str, ignore_bases: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """Versiondata by version, and whether a mirror has the project (maybe without files)."""
         url_for = self._url_for(request)
         result, mirrors = await self._store.read(
             lambda tx: views.project_view(tx, stage, project, ignore_bases, url_for)
         )
-        for page in await self._mirror_pages(stage, mirrors, project):
+        pages = await self._mirror_pages(stage, mirrors, project)
+        for page in pages:
             for version, view in views.mirror_versions(project, page.links, url_for).items():
                 views.add_version(result, version, view)
-        return result
+        return result, bool(pages)
 
     @app.route("/<user>/<index>/<project>", methods=["GET", "DELETE"])
     @app.route("/<user>/<index>/<project>/", methods=["GET", "DELETE"])
@@ -231,8 +235,8 @@ class SimpleRoutes(Base):
                 raise APIError(415, "unsupported media type, use Accept: application/json")
             if normalized != project:
                 return self._redirect(request, f"/{stage}/{normalized}")
-            result = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
-            if not result:
+            result, mirrored = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
+            if not result and not mirrored:
                 raise not_found(f"The project {normalized} does not exist.")
             return self._reply(request, "projectconfig", result)
         identity = await self._auth.identify(request)
@@ -253,7 +257,7 @@ class SimpleRoutes(Base):
         if request.method == b"GET":
             if normalized != project:
                 return self._redirect(request, f"/{stage}/{normalized}/{version}")
-            result = await self._merged_versions(request, stage, normalized, False)
+            result, _ = await self._merged_versions(request, stage, normalized, False)
             if version not in result:
                 raise not_found(f"The version {version} of project {normalized} does not exist.")
             return self._reply(request, "versiondata", result[version])
