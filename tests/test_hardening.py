@@ -8,10 +8,15 @@ devpi's JSON envelope with nothing stored.
 from __future__ import annotations
 
 import json
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from devpi_tx.model import MAX_DOCUMENT
+from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.common import MAX_JSON_BODY, MAX_JSON_DEPTH
-from tests.helpers import make_wheel, multipart, upload_fields
+from tests.helpers import basic, make_wheel, multipart, upload_fields
 from tests.test_api import _Base
 
 
@@ -172,3 +177,64 @@ class RedirectTests(_Base):
             location = reply.header("Location") or ""
             self.assertEqual(location, "http://127.0.0.1:3141" + expected, path)
             self.assertTrue(all(33 <= ord(c) < 127 and c not in '"<>\\' for c in location), location)
+
+
+class UploadPermissionTests(_Base):
+    """Each of the two upload permission checks, on its own."""
+
+    def test_refused_before_the_body_is_parsed(self) -> None:
+        """
+        A user without upload permission is refused before the body is
+        read: a malformed body still gets the 403, not a parse error.
+        """
+        self.h.create_user("bob")
+        body = b"--x\r\nnot a multipart body"
+        reply = self.assert_no_trace(
+            self.h.request, "POST", "/alice/dev/", raw=body,
+            headers={"Content-Type": "multipart/form-data; boundary=x"}, user="bob",
+        )
+        self.assertEqual((reply.code, reply.phrase), (403, b"no permission to submit"))
+        reply = self.h.request(
+            "POST", "/alice/dev/", raw=body, headers={"Content-Type": "multipart/form-data; boundary=x"}, user="alice"
+        )
+        self.assertEqual(reply.code, 400, "the same body from a permitted user is a parse error")
+
+    def test_permission_taken_away_during_the_upload(self) -> None:
+        """
+        When C{acl_upload} changes between the early check and the write
+        transaction, the write refuses with 403 and nothing is stored.
+        """
+        held: list[Deferred[Any]] = []
+        run = self.h.api._run
+
+        def hold(fn: Any, *args: Any) -> Deferred[Any]:
+            self.assertEqual(fn.__name__, "parse")
+            d: Deferred[Any] = Deferred()
+            held.append(d)
+            d.addCallback(lambda _: run(fn, *args))
+            return d
+
+        self.h.api._run = hold
+        archive = make_wheel("hello-pkg", "1.0", extra=os.urandom(PARSE_IN_WRITER).hex())
+        self.assertGreater(len(archive[1]), PARSE_IN_WRITER)
+        body, ctype = multipart(upload_fields("hello-pkg", "1.0"), [("content", *archive)])
+        serial = self.h.store.current_serial()
+        pending = self.h.treq.request(
+            "POST", "http://127.0.0.1:3141/alice/dev/", data=body,
+            headers={"Content-Type": [ctype], "X-Devpi-Auth": [basic("alice", self.h.auth["alice"])]},
+        )
+        self.h.flush()
+        self.assertEqual(len(held), 1, "the large body is parsed in a worker before the write")
+
+        def revoke(tx: Any) -> None:
+            config = tx.get("i/alice/dev")
+            tx.set("i/alice/dev", dict(config, acl_upload=["root"]))
+
+        self.successResultOf(self.h.store.write(revoke))
+        held[0].callback(None)
+        self.h.flush(pending)
+        response = self.successResultOf(pending)
+        self.assertEqual((response.code, response.phrase), (403, b"no permission to submit"))
+        self.assertEqual(self.h.store.current_serial(), serial + 1, "only the acl change committed")
+        self.assertEqual([f for f in self.h.stored_files() if not f.startswith(".tmp")], [])
+        self.assertEqual(os.listdir(os.path.join(self.h.serverdir.files, ".tmp")), [])
