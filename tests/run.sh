@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: the system packages the tests
+# drive (installed with apt-get when run as root, else named in one line),
+# the virtualenv with the package and its test extras, then trial.
+# Arguments, if any, name the test modules to run instead of all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "tests/run.sh: the tests need these system packages: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+if [ $# -eq 0 ]; then
+    set -- tests
+fi
+exec .venv/bin/python -m twisted.trial "$@"
