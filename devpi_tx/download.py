@@ -131,6 +131,8 @@ class _Tee(Protocol):
 
 
 def _abort(request: IRequest) -> None:
+    """Break the client's connection: the only way to tell it of a failure after its 200 went out."""
+    request.devpi_aborted = True  # type: ignore[attr-defined]  # logged and counted as such, not as a 200
     transport = getattr(request.channel, "transport", None)  # type: ignore[attr-defined]
     if transport is not None:
         abort = getattr(transport, "abortConnection", None) or transport.loseConnection

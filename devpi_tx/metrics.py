@@ -58,12 +58,13 @@ def _escape_help(text: str) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.requests: Counter[tuple[str, str, int | str]] = Counter()
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
 
-    def observe(self, method: bytes, path: bytes, code: int, seconds: float) -> None:
+    def observe(self, method: bytes, path: bytes, code: int | str, seconds: float) -> None:
+        """C{code}: the status sent, or C{"aborted"} for an answer cut off after its status."""
         self.requests[(method_of(method), route_of(method, path), code)] += 1
         self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
@@ -75,7 +76,7 @@ class Metrics:
             "# HELP devpi_tx_requests_total HTTP requests by method, route and status.",
             "# TYPE devpi_tx_requests_total counter",
         ]
-        for (method, route, code), count in sorted(self.requests.items()):
+        for (method, route, code), count in sorted(self.requests.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2]))):
             labels = f'method="{escape_label(method)}",route="{escape_label(route)}",status="{code}"'
             out.append(f"devpi_tx_requests_total{{{labels}}} {count}")
         out += [

@@ -169,3 +169,34 @@ class RequestLogTests(SynchronousTestCase):
         )
         self.assertGreaterEqual(event["ms"], 0.0)
         self.assertIn('route="simple_project",status="200"} 1', site.metrics.render([]).decode())
+
+    def test_aborted_answer(self) -> None:
+        """
+        An answer cut off after its status line (a mirror download that
+        failed half way) is logged and counted as aborted, not as a 200.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+        from twisted.web.resource import Resource
+        from twisted.internet.testing import StringTransport
+        from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+
+        from devpi_tx.download import _abort
+        from devpi_tx.web.site import DevpiSite
+
+        request = DummyRequest([b"root", b"pypi", b"+f", b"abc", b"def", b"pkg-1.0.tar.gz"])
+        request.path = b"/root/pypi/+f/abc/def/pkg-1.0.tar.gz"
+        request.uri = request.path
+        request.sentLength = 100
+        request.setResponseCode(200)
+        request.channel = DummyChannel()
+        request.channel.transport = StringTransport()
+        _abort(request)
+        self.assertTrue(request.channel.transport.disconnecting, "the client's connection is broken")
+        site = DevpiSite(Resource(), max_body=1)
+        with capturedLogs() as events:
+            site.log(request)
+        (event,) = [e for e in events if "request_line" in e]
+        self.assertRegex(formatEvent(event), r"^GET /root/pypi/\+f/abc/def/pkg-1\.0\.tar\.gz aborted 100 ")
+        metrics = site.metrics.render([]).decode()
+        self.assertIn('route="file",status="aborted"} 1', metrics)
+        self.assertNotIn('status="200"', metrics)

@@ -164,7 +164,9 @@ class DevpiSite(server.Site):
 
     def log(self, request: Any) -> None:
         elapsed = time.monotonic() - getattr(request, "_started", time.monotonic())
-        self.metrics.observe(request.method, request.path, request.code, elapsed)
+        # an answer cut off after its status line (a failed mirror download) is not a 200
+        code = "aborted" if getattr(request, "devpi_aborted", False) else request.code
+        self.metrics.observe(request.method, request.path, code, elapsed)
         if not self._log_requests:
             return
         method = request.method.decode("latin-1")
@@ -173,10 +175,10 @@ class DevpiSite(server.Site):
         # logging was about a quarter of a cached page's CPU; one pre-formatted field formats faster than five
         self._log.info(
             "{request_line}",
-            request_line=f"{method} {path} {request.code} {request.sentLength} {ms:.1f}ms",
+            request_line=f"{method} {path} {code} {request.sentLength} {ms:.1f}ms",
             method=method,
             path=path,
-            code=request.code,
+            code=code,
             size=request.sentLength,
             ms=ms,
         )
