@@ -7,17 +7,22 @@ parsed the way its reader parses it (supervisor, cron).
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import pwd
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.genconfig import NGINX_CACHE, gen_config, proxy_address, server_args
+from devpi_tx import tap
+from devpi_tx.genconfig import NGINX_CACHE, gen_config, nginx_size, outside_site, proxy_address, server_args
+from devpi_tx.options import Options
+from devpi_tx.serverdir import ServerDir
 
 FILES = [
     "devpi.service",
@@ -51,6 +56,11 @@ def _unit(path: str) -> configparser.RawConfigParser:
     return parser
 
 
+def _nginx_regex(pattern: str) -> re.Pattern[str]:
+    # nginx's PCRE spelling of a named group, in Python's
+    return re.compile(pattern.replace("(?<", "(?P<"))
+
+
 def _systemd_words(line: str) -> list[str]:
     # systemd's quoting as used by the generator: POSIX-like double quotes
     # with backslash escapes, and %% / $$ for literal % and $
@@ -75,10 +85,16 @@ class GeneratedFilesTests(SynchronousTestCase):
         self.user = pwd.getpwuid(os.geteuid()).pw_name
 
     def generate(
-        self, argv: list[str], serverdir: str = "server", expiry: int = 1800, host: str = "localhost"
+        self,
+        argv: list[str],
+        serverdir: str = "server",
+        expiry: int = 1800,
+        host: str = "localhost",
+        port: int = 4040,
+        **kwargs: object,
     ) -> list[str]:
         os.makedirs(serverdir, exist_ok=True)
-        return gen_config(argv, serverdir, host, 4040, expiry, outdir="out/gen-config")
+        return gen_config(argv, serverdir, host, port, expiry, outdir="out/gen-config", **kwargs)  # type: ignore[arg-type]
 
     def test_files_and_paths(self) -> None:
         """
@@ -143,12 +159,17 @@ class GeneratedFilesTests(SynchronousTestCase):
         serverdir = "server dir %i \"q\" 'a'"
         secretfile = "a;b $HOME\\n"
         paths = self.generate(["--serverdir", serverdir, "--secretfile", secretfile], serverdir=serverdir)
+        service = _unit(paths[0])["Service"]
         self.assertEqual(
-            _systemd_words(_unit(paths[0])["Service"]["ExecStart"])[4:],
+            _systemd_words(service["ExecStart"])[4:],
             ["--serverdir", os.path.join(self.base, serverdir), "--secretfile", os.path.join(self.base, secretfile)],
         )
+        self.systemd_verify(paths[0])
+
+    def systemd_verify(self, path: str) -> None:
+        """C{systemd-analyze verify} accepts the unit at C{path} without a remark."""
         analyze = _tool("systemd-analyze", "systemd")
-        result = subprocess.run([analyze, "verify", paths[0]], capture_output=True, text=True)
+        result = subprocess.run([analyze, "verify", path], capture_output=True, text=True)
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 0, output)
         self.assertNotIn("devpi.service", output)
@@ -160,14 +181,31 @@ class GeneratedFilesTests(SynchronousTestCase):
         """
         nginx = _tool("nginx", "nginx")
         text = _read(path)
-        # nginx -t binds the listen address, which needs root for port 80;
-        # the copy under test listens on an unprivileged port instead
-        self.assertEqual(text.count("listen 80;"), 1)
-        site = os.path.join(self.base, "site.conf")
-        with open(site, "w") as f:
-            f.write(text.replace("listen 80;", "listen 127.0.0.1:8041;"))
-        prefix = os.path.join(self.base, "nginx")
+        prefix = os.path.abspath(self.mktemp())
         os.makedirs(prefix)
+        # nginx -t binds the listen addresses, which needs root for ports
+        # 80 and 443; the copy under test listens on unprivileged ports
+        listens = iter(range(8041, 8100))
+        text, count = re.subn(
+            r"\n    listen \d+( ssl)?;\n", lambda m: f"\n    listen 127.0.0.1:{next(listens)}{m.group(1) or ''};\n", text
+        )
+        self.assertEqual(count, len(re.findall(r"\blisten\b", text)))
+        if "ssl_certificate" in text:
+            # the certificate paths are placeholders: a throwaway pair stands in
+            cert, key = os.path.join(prefix, "cert.pem"), os.path.join(prefix, "key.pem")
+            subprocess.run(
+                [_tool("openssl", "openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+                + ["-nodes", "-days", "1", "-subj", "/CN=test", "-keyout", key, "-out", cert],
+                check=True,
+                capture_output=True,
+            )
+            text, count = re.subn(r'ssl_certificate "[^"]*";', f'ssl_certificate "{cert}";', text)
+            self.assertEqual(count, 1)
+            text, count = re.subn(r'ssl_certificate_key "[^"]*";', f'ssl_certificate_key "{key}";', text)
+            self.assertEqual(count, 1)
+        site = os.path.join(prefix, "site.conf")
+        with open(site, "w") as f:
+            f.write(text)
         temp = "\n".join(
             f"    {kind}_temp_path {os.path.join(prefix, kind)};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -204,8 +242,12 @@ class GeneratedFilesTests(SynchronousTestCase):
         self.nginx_test(paths[1])
         text = _read(paths[1])
         self.assertIn(f'root "{os.path.join(self.base, serverdir)}";', text)
-        self.assertIn("location ~ ^/[^/]+/[^/]+/\\+[ef]/ {", text)
-        self.assertIn("try_files /+files$uri @proxy_to_app;", text)
+        self.assertIn("location ~ ^(?<devpi_tx_file>/[^/]+/[^/]+/\\+[ef]/.*)$ {", text)
+        self.assertIn("try_files /+files$devpi_tx_file @proxy_to_app;", text)
+        self.assertIn("    listen 80;\n", text)
+        self.assertIn('server_name $hostname "";', text)
+        self.assertNotIn("rewrite", text)
+        self.assertNotIn("ssl", text)
         self.assertIn("expires max;", text)
         self.assertIn('if ($request_method !~ "^(GET|HEAD)$") {', text)
         self.assertIn("proxy_set_header X-Outside-URL $scheme://$http_host;", text)
@@ -322,6 +364,167 @@ class GeneratedFilesTests(SynchronousTestCase):
         self.assertEqual(service["User"], "devpi")
         self.assertIn("with `crontab -e` as devpi.", _read(paths[5]))
         self.assertIn(f"@reboot {os.path.join(self.base, 'bin', 'supervisord')} -c", _read(paths[5]))
+
+    def test_outside_url_host(self) -> None:
+        """
+        With an http outside URL the site answers for its host only, on its
+        port, and tells the server that URL and scheme; C{nginx -t} passes.
+        """
+        for url, listen, outside in [
+            ("http://PyPI.Example.org/", 80, "http://pypi.example.org"),
+            ("http://pypi.example.org:8080", 8080, "http://pypi.example.org:8080"),
+            ("http://[fd00::7]:3141/", 3141, "http://[fd00::7]:3141"),
+        ]:
+            paths = self.generate([], outside_url=url)
+            for path in paths[1:3]:
+                text = _read(path)
+                self.assertIn(f"    listen {listen};\n", text)
+                self.assertEqual(text.count("listen"), 1)
+                self.assertIn(f"    server_name {outside_site(url).host};\n", text)
+                self.assertIn(f'proxy_set_header X-Outside-URL "{outside}";', text)
+                self.assertIn("proxy_set_header X-Forwarded-Proto http;", text)
+                self.assertNotIn("$hostname", text)
+                self.assertNotIn("ssl", text)
+                self.nginx_test(path)
+
+    def test_outside_url_https(self) -> None:
+        """
+        With an https outside URL nginx terminates TLS with the host's
+        certificate (certbot's paths, to fill in), redirects plain HTTP to
+        the outside URL, and tells the server the https URL; C{nginx -t}
+        passes once the certificate exists.
+        """
+        paths = self.generate([], outside_url="https://pypi.example.org")
+        for path in paths[1:3]:
+            text = _read(path)
+            redirect, main = text.split("\nserver {\n", 2)[1:]
+            self.assertEqual(
+                redirect,
+                "    listen 80;\n"
+                "    server_name pypi.example.org;\n"
+                "    return 301 https://pypi.example.org$request_uri;\n"
+                "}\n",
+            )
+            self.assertTrue(main.startswith("    listen 443 ssl;\n    server_name pypi.example.org;\n"), main)
+            self.assertIn('    ssl_certificate "/etc/letsencrypt/live/pypi.example.org/fullchain.pem";\n', main)
+            self.assertIn('    ssl_certificate_key "/etc/letsencrypt/live/pypi.example.org/privkey.pem";\n', main)
+            self.assertIn("# TLS certificate and key", main)
+            self.assertIn('proxy_set_header X-Outside-URL "https://pypi.example.org";', main)
+            self.assertIn("proxy_set_header X-Forwarded-Proto https;", main)
+            self.nginx_test(path)
+        # on another port, plain HTTP is still redirected there
+        text = _read(self.generate([], outside_url="https://pypi.example.org:8443/")[1])
+        self.assertIn("    listen 8443 ssl;\n", text)
+        self.assertIn("return 301 https://pypi.example.org:8443$request_uri;", text)
+
+    def test_outside_url_prefix(self) -> None:
+        """
+        With a path in the outside URL every location lives under it: nginx
+        strips it before proxying, serves stored files from the path after
+        it, answers 404 outside it, and the server learns it from
+        X-Outside-URL; C{nginx -t} passes.
+        """
+        paths = self.generate(["--serverdir", "server"], outside_url="https://pypi.example.org/devpi/")
+        files = os.path.join(self.base, "server", "+files")
+        for path in paths[1:3]:
+            text = _read(path)
+            self.nginx_test(path)
+            self.assertIn('proxy_set_header X-Outside-URL "https://pypi.example.org/devpi";', text)
+            self.assertIn("    location /devpi/ {\n        rewrite ^/devpi(/.*)$ $1 break;\n        proxy_pass", text)
+            self.assertIn("    location @proxy_to_app {\n        rewrite ^/devpi(/.*)$ $1 break;\n", text)
+            self.assertIn("    location / {\n        return 404;\n    }\n", text)
+            self.assertEqual(text.count("rewrite ^/devpi(/.*)$ $1 break;"), 3 if "proxy_cache_path" in text else 2)
+            # what nginx does with a stored file's URI, and with an API URI
+            file_location = re.search(r"location ~ (\S+) \{\n\s+# the server directory", text)
+            rewrite = re.search(r"rewrite (\S+) \$1 break;", text)
+            assert file_location is not None and rewrite is not None
+            uri = "/devpi/alice/dev/+f/a3b/0123456789abcdef/pkg-1.0.tar.gz"
+            found = _nginx_regex(file_location.group(1)).match(uri)
+            assert found is not None
+            self.assertIn("root " + f'"{os.path.dirname(files)}";', text)
+            self.assertIn("try_files /+files$devpi_tx_file @proxy_to_app;", text)
+            self.assertEqual(
+                os.path.dirname(files) + "/+files" + found.group("devpi_tx_file"),
+                os.path.join(files, "alice", "dev", "+f", "a3b", "0123456789abcdef", "pkg-1.0.tar.gz"),
+            )
+            self.assertIsNone(_nginx_regex(file_location.group(1)).match(uri[len("/devpi") :]))
+            self.assertEqual(re.sub(rewrite.group(1), r"\1", "/devpi/+api"), "/+api")
+            self.assertEqual(re.sub(rewrite.group(1), r"\1", "/devpi/alice/dev/+simple/pkg/"), "/alice/dev/+simple/pkg/")
+        simple = re.search(r"location ~ (\S+) \{\n\s+rewrite", _read(paths[2]))
+        assert simple is not None
+        self.assertTrue(_nginx_regex(simple.group(1)).match("/devpi/root/pypi/+simple/requests/"))
+        self.assertFalse(_nginx_regex(simple.group(1)).match("/root/pypi/+simple/requests/"))
+
+    def test_outside_url_prefix_spelling(self) -> None:
+        """
+        The prefix is the URL's decoded path without empty segments; regex
+        characters in it are escaped for nginx's regex locations.
+        """
+        site = outside_site("http://h.example//a.b/%7Ec++//")
+        self.assertEqual((site.origin, site.prefix, site.url), ("http://h.example", "/a.b/~c++", "http://h.example/a.b/~c++"))
+        self.assertIsNone(outside_site(None).url)
+        text = _read(self.generate([], outside_url="http://h.example/a.b/~c++/")[2])
+        self.assertIn("rewrite ^/a\\.b/\\~c\\+\\+(/.*)$ $1 break;", text)
+        self.assertIn("location /a.b/~c++/ {", text)
+        self.nginx_test(os.path.join(self.base, "out", "gen-config", "nginx-devpi-caching.conf"))
+
+    def test_outside_url_refused(self) -> None:
+        """An outside URL the site cannot follow is an error, and nothing is written."""
+        for url in [
+            "pypi.example.org",
+            "ftp://pypi.example.org/",
+            "https:///devpi",
+            "https://pypi.example.org/?x=1",
+            "https://pypi.example.org/#top",
+            "https://user:pw@pypi.example.org/",
+            "https://pypi.example.org:99999/",
+            "https://pypi_example.org/",
+            "https://pypi.example.org/a b/",
+            "https://pypi.example.org/a%24b/",
+            "https://pypi.example.org/a/../b/",
+            'https://pypi.example.org/a"b/',
+        ]:
+            error = self.assertRaises(ValueError, self.generate, [], outside_url=url)
+            self.assertIn("--outside-url", str(error))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "out")))
+
+    def test_body_size(self) -> None:
+        """
+        nginx lets uploads through up to C{--max-request-body-size}, written
+        in the largest unit that holds it whole; C{nginx -t} passes.
+        """
+        for size, written in [(1 << 30, "1g"), (64 << 20, "64m"), (1536 << 10, "1536k"), (1000, "1000")]:
+            paths = self.generate([], max_request_body_size=size)
+            for path in paths[1:3]:
+                text = _read(path)
+                self.assertIn(f"    client_max_body_size {written};\n", text)
+                self.assertIn(f"--max-request-body-size ({size} bytes)", text)
+            self.nginx_test(paths[2])
+
+    def test_nginx_size(self) -> None:
+        """Sizes in nginx's spelling; 0 (nginx: no limit) becomes one byte, as the server allows none."""
+        self.assertEqual([nginx_size(n) for n in (3 << 30, 5 << 20, 1024, 1025, 0)], ["3g", "5m", "1k", "1025", "1"])
+        self.assertRaises(ValueError, nginx_size, -1)
+
+    def test_options(self) -> None:
+        """
+        C{twistd devpi --gen-config} passes the outside URL and the body
+        size on.
+        """
+        options = Options()
+        options.parseOptions(
+            ["--serverdir", "srv", "--gen-config", "--max-request-body-size", "2048"]
+            + ["--outside-url", "https://pypi.example.org/devpi/"]
+        )
+        self.patch(sys, "stdout", io.StringIO())
+        self.assertEqual(tap._one_shot(options, ServerDir(options["serverdir"])), 0)
+        outdir = os.path.join(self.base, "gen-config")
+        unit = _unit(os.path.join(outdir, "devpi.service"))["Service"]
+        self.assertNotIn("gen-config", unit["ExecStart"])
+        self.assertIn("--outside-url https://pypi.example.org/devpi/", unit["ExecStart"])
+        site = _read(os.path.join(outdir, "nginx-devpi.conf"))
+        self.assertIn("client_max_body_size 2k;", site)
+        self.assertIn('X-Outside-URL "https://pypi.example.org/devpi";', site)
 
     def test_listen_address(self) -> None:
         """nginx proxies to the address the server listens on."""
