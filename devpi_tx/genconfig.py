@@ -6,7 +6,9 @@ C{devpi-gen-config}.
 The nginx site follows C{--outside-url}: its host is the server name, an
 https URL makes nginx terminate TLS (certificate paths to fill in) and
 redirect plain HTTP, and a path makes the site live under that prefix, which
-nginx strips before a request reaches the server.
+nginx strips before a request reaches the server.  The services run as a
+dedicated user (C{--gen-config-user}, C{devpi} by default) with systemd's
+sandboxing.
 
 The templates are C{string.Template}s in C{etc/} (and, for the nginx blocks
 only some sites have, below); C{$name} is a value filled in here, and C{$$}
@@ -17,7 +19,6 @@ it goes into.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shlex
 import sysconfig
@@ -30,9 +31,17 @@ from urllib.parse import unquote, urlsplit
 # start in the directory the configs were generated in
 PATH_OPTIONS = ("serverdir", "configfile", "secretfile", "logger-cfg")
 
+# options of gen-config itself, left out of the service's command line
+GEN_CONFIG_OPTIONS = ("gen-config-user",)
+
 # where nginx keeps cached simple pages, relative to the server directory
 NGINX_CACHE = "+nginx-cache"
 
+# the user the services run as unless --gen-config-user names another
+DEFAULT_USER = "devpi"
+
+# a user name every file format here takes as it is
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # a host name or an IPv4 address (lower case)
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 # one segment of the outside URL's path: characters nginx takes unquoted
@@ -92,6 +101,10 @@ def server_args(argv: list[str], serverdir: str) -> list[str]:
         if arg == "--gen-config":
             continue
         name, sep, value = arg.partition("=")
+        if name.startswith("--") and name[2:] in GEN_CONFIG_OPTIONS:
+            if not sep:
+                next(args, None)
+            continue
         if not name.startswith("--") or name[2:] not in PATH_OPTIONS:
             result.append(arg)
             continue
@@ -206,7 +219,7 @@ def gen_config(
     mirror_cache_expiry: int,
     outdir: str = "gen-config",
     twistd: str | None = None,
-    user: str | None = None,
+    user: str = DEFAULT_USER,
     outside_url: str | None = None,
     max_request_body_size: int = 1 << 30,
 ) -> list[str]:
@@ -223,7 +236,7 @@ def gen_config(
         variant).
     @param twistd: the C{twistd} to run; by default the one beside this
         Python.
-    @param user: the user to run the server as; by default the current one.
+    @param user: the user to run the server as.
     @param outside_url: the URL clients reach the index at (C{--outside-url}).
     @param max_request_body_size: the largest upload nginx lets through.
     @return: the absolute paths of the files written.
@@ -233,8 +246,8 @@ def gen_config(
     if twistd is None:
         twistd = os.path.join(sysconfig.get_path("scripts"), "twistd")
     twistd = _absolute(twistd)
-    if user is None:
-        user = pwd.getpwuid(os.geteuid()).pw_name
+    if not _USER.fullmatch(user):
+        raise ValueError(f"--gen-config-user must be a user name, not {user!r}")
     command = [twistd, "-n", "--pidfile=", "devpi", *server_args(argv, serverdir)]
     root = _absolute(serverdir)
     site = _nginx_values(outside_site(outside_url), root, proxy_address(host, port), mirror_cache_expiry)
@@ -250,7 +263,15 @@ def gen_config(
     supervisord = os.path.join(os.path.dirname(twistd), "supervisord")
     conf = os.path.join(outdir, "supervisord.conf")
     files = {
-        "devpi.service": _render("devpi.service", user=user, command=" ".join(_systemd_quote(a) for a in command)),
+        "devpi.service": _render(
+            "devpi.service",
+            user=user,
+            command=" ".join(_systemd_quote(a) for a in command),
+            serverdir_shell=shlex.quote(root),
+            serverdir_unit=_systemd_quote(root, variables=False),
+            # a port below 1024 needs the one capability; else none at all
+            capabilities="CAP_NET_BIND_SERVICE" if port < 1024 else "",
+        ),
         "nginx-devpi.conf": plain,
         "nginx-devpi-caching.conf": caching,
         "supervisor-devpi.conf": _render(
@@ -325,10 +346,13 @@ def _render(name: str, **values: str) -> str:
     return Template(text).substitute(values)
 
 
-def _systemd_quote(arg: str) -> str:
-    # systemd expands % specifiers and $ variables in ExecStart, and splits
-    # words on whitespace unless they are quoted
-    escaped = arg.replace("%", "%%").replace("$", "$$")
+def _systemd_quote(arg: str, variables: bool = True) -> str:
+    # systemd expands % specifiers (and in ExecStart $ variables), splits
+    # words on whitespace unless they are quoted, and takes the character
+    # after a backslash as it is
+    escaped = arg.replace("%", "%%")
+    if variables:
+        escaped = escaped.replace("$", "$$")
     if escaped and not re.search(r"[\s\"'\\;]", escaped):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -50,6 +50,7 @@ OPTIONS: dict[str, tuple[Any, str, str]] = {
     "no-checksum": (False, "flag", "with --fsck: check existence and size only"),
     "fsck-refetch-mirror": (False, "flag", "with --fsck: forget missing or damaged mirror files so they are fetched again"),
     "gen-config": (False, "flag", "write example deployment configs into ./gen-config and exit"),
+    "gen-config-user": ("devpi", "str", "with --gen-config: the user the generated services run as"),
 }
 _TRUE = {"y", "yes", "t", "true", "on", "1"}
 _FALSE = {"n", "no", "f", "false", "off", "0"}

@@ -77,6 +77,7 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
             host=options["listen-addresses"][0][0],
             port=options["listen-addresses"][0][1],
             mirror_cache_expiry=options["mirror-cache-expiry"],
+            user=options["gen-config-user"],
             outside_url=options["outside-url"],
             max_request_body_size=options["max-request-body-size"],
         )

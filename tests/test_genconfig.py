@@ -9,7 +9,6 @@ from __future__ import annotations
 import configparser
 import io
 import os
-import pwd
 import re
 import shlex
 import shutil
@@ -56,6 +55,12 @@ def _unit(path: str) -> configparser.RawConfigParser:
     return parser
 
 
+def _systemd_paths(line: str) -> list[str]:
+    # a path list setting (ReadWritePaths=): quoted like ExecStart, with %%
+    # for % but no $ variables
+    return [w.replace("%%", "%") for w in shlex.split(line)]
+
+
 def _nginx_regex(pattern: str) -> re.Pattern[str]:
     # nginx's PCRE spelling of a named group, in Python's
     return re.compile(pattern.replace("(?<", "(?P<"))
@@ -82,7 +87,6 @@ class GeneratedFilesTests(SynchronousTestCase):
         os.chdir(self.base)
         self.addCleanup(os.chdir, self.cwd)
         self.twistd = os.path.join(sysconfig.get_path("scripts"), "twistd")
-        self.user = pwd.getpwuid(os.geteuid()).pw_name
 
     def generate(
         self,
@@ -121,7 +125,7 @@ class GeneratedFilesTests(SynchronousTestCase):
         """
         The systemd unit runs this environment's twistd with the given
         options, path options made absolute and C{--gen-config} dropped, as
-        the current user, restarting on failure and stopped with SIGTERM.
+        the user C{devpi}, restarting on failure and stopped with SIGTERM.
         """
         paths = self.generate(
             ["--serverdir", "server", "--port", "4040", "--gen-config", "--configfile=conf/devpi.yml", "--workers", "2"]
@@ -146,7 +150,8 @@ class GeneratedFilesTests(SynchronousTestCase):
             ],
         )
         self.assertTrue(os.path.isabs(self.twistd))
-        self.assertEqual(service["User"], self.user)
+        self.assertEqual(service["User"], "devpi")
+        self.assertNotIn("Group", service)
         self.assertEqual(service["Restart"], "on-failure")
         self.assertEqual(service["KillSignal"], "SIGTERM")
         self.assertEqual(unit["Install"]["WantedBy"], "multi-user.target")
@@ -164,6 +169,7 @@ class GeneratedFilesTests(SynchronousTestCase):
             _systemd_words(service["ExecStart"])[4:],
             ["--serverdir", os.path.join(self.base, serverdir), "--secretfile", os.path.join(self.base, secretfile)],
         )
+        self.assertEqual(_systemd_paths(service["ReadWritePaths"]), [os.path.join(self.base, serverdir)])
         self.systemd_verify(paths[0])
 
     def systemd_verify(self, path: str) -> None:
@@ -173,6 +179,64 @@ class GeneratedFilesTests(SynchronousTestCase):
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 0, output)
         self.assertNotIn("devpi.service", output)
+
+    def test_service_user(self) -> None:
+        """
+        The unit runs as a dedicated user, C{devpi} unless another is given,
+        and says how to create it with the server directory as its home;
+        supervisor and cron use the same user.
+        """
+        for kwargs, user in [({}, "devpi"), ({"user": "pypi-mirror"}, "pypi-mirror")]:
+            paths = self.generate(["--serverdir", "srv"], serverdir="srv", **kwargs)
+            self.assertEqual(_unit(paths[0])["Service"]["User"], user)
+            text = _read(paths[0])
+            home = os.path.join(self.base, "srv")
+            self.assertIn(
+                f"#   useradd --system --user-group --home-dir {home} --shell /usr/sbin/nologin {user}\n", text
+            )
+            self.assertIn(f"#   mkdir -p {home} && chown -R {user}: {home}\n", text)
+            self.assertIn(f"#   usermod -aG {user} www-data", text)
+            self.assertEqual(_supervisor(paths[3])["program:devpi"]["user"], user)
+            self.assertIn(f"with `crontab -u {user} -e` (as root).", _read(paths[5]))
+            self.systemd_verify(paths[0])
+
+    def test_service_user_name(self) -> None:
+        """A user name the files could not hold as it is is refused before anything is written."""
+        for user in ["", "a b", "x;y", "-rf", "\u00e9"]:
+            error = self.assertRaises(ValueError, self.generate, [], user=user)
+            self.assertIn("--gen-config-user", str(error))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "out")))
+
+    def test_service_hardening(self) -> None:
+        """
+        The unit may write to the server directory only, gets no new
+        privileges and no capabilities, and C{systemd-analyze verify}
+        accepts it.
+        """
+        paths = self.generate(["--serverdir", "srv"], serverdir="srv")
+        service = _unit(paths[0])["Service"]
+        self.assertEqual(_systemd_paths(service["ReadWritePaths"]), [os.path.join(self.base, "srv")])
+        for key, value in [
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "read-only"),
+            ("NoNewPrivileges", "yes"),
+            ("PrivateTmp", "yes"),
+            ("PrivateDevices", "yes"),
+            ("CapabilityBoundingSet", ""),
+            ("AmbientCapabilities", ""),
+            ("UMask", "0027"),
+            ("SystemCallFilter", "@system-service"),
+        ]:
+            self.assertEqual(service[key], value, key)
+        self.systemd_verify(paths[0])
+
+    def test_service_low_port(self) -> None:
+        """A server on a port below 1024 keeps the one capability that binds it."""
+        paths = self.generate(["--port", "80"], port=80)
+        service = _unit(paths[0])["Service"]
+        self.assertEqual(service["CapabilityBoundingSet"], "CAP_NET_BIND_SERVICE")
+        self.assertEqual(service["AmbientCapabilities"], "CAP_NET_BIND_SERVICE")
+        self.systemd_verify(paths[0])
 
     def nginx_test(self, path: str) -> None:
         """
@@ -326,7 +390,7 @@ class GeneratedFilesTests(SynchronousTestCase):
         expected = _systemd_words(_unit(paths[0])["Service"]["ExecStart"])
         self.assertEqual(shlex.split(program["command"]), expected)
         self.assertEqual(expected[4:6], ["--serverdir", os.path.join(self.base, serverdir)])
-        self.assertEqual(program["user"], self.user)
+        self.assertEqual(program["user"], "devpi")
         self.assertEqual(program["stopsignal"], "TERM")
         self.assertEqual(program["stdout_logfile"], os.path.join(os.path.dirname(paths[3]), "devpi.log"))
         main = _supervisor(paths[4])
@@ -362,7 +426,7 @@ class GeneratedFilesTests(SynchronousTestCase):
         service = _unit(paths[0])["Service"]
         self.assertEqual(_systemd_words(service["ExecStart"])[0], os.path.join(self.base, "bin", "twistd"))
         self.assertEqual(service["User"], "devpi")
-        self.assertIn("with `crontab -e` as devpi.", _read(paths[5]))
+        self.assertIn("with `crontab -u devpi -e` (as root).", _read(paths[5]))
         self.assertIn(f"@reboot {os.path.join(self.base, 'bin', 'supervisord')} -c", _read(paths[5]))
 
     def test_outside_url_host(self) -> None:
@@ -508,23 +572,28 @@ class GeneratedFilesTests(SynchronousTestCase):
 
     def test_options(self) -> None:
         """
-        C{twistd devpi --gen-config} passes the outside URL and the body
-        size on.
+        C{twistd devpi --gen-config} passes the outside URL, the body size
+        and C{--gen-config-user} on; the last stays out of the service's
+        command line.
         """
         options = Options()
         options.parseOptions(
-            ["--serverdir", "srv", "--gen-config", "--max-request-body-size", "2048"]
+            ["--serverdir", "srv", "--gen-config", "--gen-config-user", "pypi", "--max-request-body-size", "2048"]
             + ["--outside-url", "https://pypi.example.org/devpi/"]
         )
         self.patch(sys, "stdout", io.StringIO())
         self.assertEqual(tap._one_shot(options, ServerDir(options["serverdir"])), 0)
         outdir = os.path.join(self.base, "gen-config")
         unit = _unit(os.path.join(outdir, "devpi.service"))["Service"]
+        self.assertEqual(unit["User"], "pypi")
         self.assertNotIn("gen-config", unit["ExecStart"])
         self.assertIn("--outside-url https://pypi.example.org/devpi/", unit["ExecStart"])
         site = _read(os.path.join(outdir, "nginx-devpi.conf"))
         self.assertIn("client_max_body_size 2k;", site)
         self.assertIn('X-Outside-URL "https://pypi.example.org/devpi";', site)
+        defaults = Options()
+        defaults.parseOptions([])
+        self.assertEqual(defaults["gen-config-user"], "devpi")
 
     def test_listen_address(self) -> None:
         """nginx proxies to the address the server listens on."""
@@ -583,6 +652,13 @@ class ServerArgsTests(SynchronousTestCase):
         self.assertEqual(
             server_args(["--gen-config", "--port", "4040"], "data/srv"),
             ["--serverdir", os.path.join(self.cwd, "data", "srv"), "--port", "4040"],
+        )
+
+    def test_gen_config_options_dropped(self) -> None:
+        """The options of gen-config itself stay out of the service's command line, in both spellings."""
+        self.assertEqual(
+            server_args(["--gen-config-user", "pypi", "--port", "1", "--gen-config-user=x", "--gen-config"], "srv"),
+            ["--serverdir", os.path.join(self.cwd, "srv"), "--port", "1"],
         )
 
     def test_missing_value(self) -> None:
