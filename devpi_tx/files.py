@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -121,22 +122,75 @@ def prepare_copy(files_dir: str, source_path: str) -> PreparedFile:
     return PreparedFile(path, digest.hexdigest(), os.path.getsize(path))
 
 
-def wheel_metadata(path: str) -> bytes | None:
+METADATA_LIMIT = 4 * 1024 * 1024
+"""
+The most bytes of a wheel's C{METADATA} that are read: real ones are a few
+KiB (long READMEs reach a few hundred); a wheel is a zip, so a small upload
+can inflate to gigabytes.
+"""
+
+
+class MetadataTooLarge(Exception):
+    """A wheel's C{METADATA} is larger than the limit it was read with."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def read_limited(member: BinaryIO, limit: int) -> bytes:
+    """
+    Read C{member} to its end, in chunks, taking at most C{limit + 1} bytes
+    from it whatever it claims its size is.
+
+    @raise MetadataTooLarge: when there are more than C{limit} bytes.
+    """
+    chunks = []
+    total = 0
+    while total <= limit:
+        chunk = member.read(min(CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+    raise MetadataTooLarge(limit)
+
+
+def read_wheel_metadata(path: str, limit: int = METADATA_LIMIT) -> bytes | None:
     """
     The C{METADATA} member of a wheel's C{.dist-info} directory, or C{None}
-    if C{path} is not a readable wheel.
+    if C{path} is not a readable wheel.  At most C{limit + 1} inflated
+    bytes are read: a member that declares more is refused unread, one that
+    declares less but inflates to more is cut off.
+
+    @raise MetadataTooLarge: the member holds more than C{limit} bytes.
+    @raise OSError: C{path} cannot be read.
     """
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [
-                n
-                for n in zf.namelist()
-                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            infos = [
+                i
+                for i in zf.infolist()
+                if i.filename.count("/") == 1 and i.filename.endswith(".dist-info/METADATA")
             ]
-            if len(names) != 1:
+            if len(infos) != 1:
                 return None
-            return zf.read(names[0])
-    except (zipfile.BadZipFile, OSError, KeyError):
+            if infos[0].file_size > limit:
+                raise MetadataTooLarge(limit)
+            with zf.open(infos[0]) as member:
+                return read_limited(member, limit)  # type: ignore[arg-type]
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, KeyError, ValueError):
+        return None
+
+
+def wheel_metadata(path: str, limit: int = METADATA_LIMIT) -> bytes | None:
+    """
+    Like L{read_wheel_metadata}, but C{None} also when the metadata is over
+    C{limit} or the file cannot be read.
+    """
+    try:
+        return read_wheel_metadata(path, limit)
+    except (MetadataTooLarge, OSError):
         return None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devpi_tx import keys
-from devpi_tx.files import PreparedFile, hashdir
+from devpi_tx.files import MetadataTooLarge, PreparedFile, hashdir, read_wheel_metadata
 from devpi_tx.interfaces import ITransaction
 from devpi_tx.model import (
     APIError,
@@ -189,6 +189,26 @@ def _replace_link(
     return False, []
 
 
+def _refuse_large_metadata(upload: Upload) -> None:
+    """
+    A wheel whose metadata was not taken when its form was read is looked at
+    again, reading at most L{devpi_tx.files.METADATA_LIMIT} bytes: one whose
+    C{METADATA} is larger (a zip bomb, or a mistake) is refused, as its PEP
+    658 metadata could not be served.  Unreadable wheels are stored as any
+    other archive is.
+
+    @raise APIError: 400 for metadata over the limit.
+    """
+    try:
+        read_wheel_metadata(upload.content.temp_path)
+    except MetadataTooLarge as e:
+        raise bad_request(
+            f"{upload.filename}: its .dist-info/METADATA is larger than {e.limit} bytes"
+        ) from None
+    except OSError:
+        pass
+
+
 def store_release(
     tx: ITransaction,
     stage: str,
@@ -205,6 +225,8 @@ def store_release(
     check_metadata(metadata)
     name, version = metadata["name"], metadata["version"]
     check_filename(upload.filename, name, version)
+    if upload.core_metadata_sha256 is None and upload.filename.lower().endswith(".whl"):
+        _refuse_large_metadata(upload)
     project = _ensure_project(tx, stage, name)
     vkey, record = _version_record(tx, stage, project, version, metadata)
     relpath = f"{stage}/+f/{hashdir(upload.content.sha256)}/{upload.filename}"

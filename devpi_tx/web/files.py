@@ -8,14 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from devpi_tx import keys, releases
-from devpi_tx.files import prepare_bytes, unlink_if_present, wheel_metadata
+from devpi_tx.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
 from devpi_tx.model import APIError, bad_request, not_found
 from devpi_tx.simpleparse import project_of
 from devpi_tx.upstream import UpstreamError, with_credentials
@@ -29,6 +33,110 @@ METADATA = ".metadata"
 
 
 _KNOWN_MAX = 20000
+
+METADATA_CACHE_BYTES = 32 * 1024 * 1024
+"""The most bytes of extracted wheel metadata one process keeps."""
+
+_ENTRY_OVERHEAD = 200
+
+
+class WheelMetadataCache:
+    """
+    The C{METADATA} of stored wheels, extracted once (in a worker thread,
+    reading at most C{limit + 1} bytes) and kept by the wheel's sha256: a
+    wheel never changes under its hash, so an entry never goes stale.
+
+    Kept in memory, least recently used out first once C{max_bytes} are
+    held, rather than written beside the wheel as upstream metadata is: an
+    uploaded wheel then has no file outside its commit for deletion, push,
+    export and fsck to know about, and a restart costs one extraction per
+    wheel asked for.  Metadata over C{limit} and unreadable wheels are kept
+    as such (a few bytes), so they are not read again either.
+
+    Requests for a wheel whose extraction is under way wait for it; one
+    that goes away (a cancelled request) does not stop it for the others.
+    """
+
+    def __init__(
+        self,
+        run: Callable[..., Deferred[Any]],
+        max_bytes: int = METADATA_CACHE_BYTES,
+        limit: int = METADATA_LIMIT,
+    ) -> None:
+        self._run = run
+        self._max_bytes = max_bytes
+        self.limit = limit
+        self._entries: OrderedDict[str, bytes | MetadataTooLarge | None] = OrderedDict()
+        self._bytes = 0
+        self._pending: dict[str, list[Deferred[Any]]] = {}
+        self.extractions = 0
+        """How many times a wheel was opened."""
+
+    @property
+    def size(self) -> int:
+        """Bytes held, counting a small overhead per entry."""
+        return self._bytes
+
+    async def get(self, key: str, path: str) -> bytes | None:
+        """
+        The metadata of the wheel at C{path} whose content C{key} names, or
+        C{None} when it is not a readable wheel.
+
+        @raise MetadataTooLarge: it is over C{limit}.
+        @raise OSError: the wheel could not be read (not kept).
+        """
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._answer(self._entries[key])
+        waiter: Deferred[Any] = Deferred()
+        waiters = self._pending.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+        else:
+            self._pending[key] = [waiter]
+            self.extractions += 1
+            maybeDeferred(self._run, self._extract, path, self.limit).addBoth(self._extracted, key)
+        return self._answer(await waiter)
+
+    @staticmethod
+    def _extract(path: str, limit: int) -> bytes | MetadataTooLarge | None:
+        try:
+            return read_wheel_metadata(path, limit)
+        except MetadataTooLarge as e:
+            return MetadataTooLarge(e.limit)  # without the traceback, which holds the bytes read
+
+    def _extracted(self, result: Any, key: str) -> None:
+        if not isinstance(result, Failure):
+            self._keep(key, result)
+        for waiter in self._pending.pop(key):
+            if waiter.called:  # cancelled
+                continue
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    def _keep(self, key: str, found: bytes | MetadataTooLarge | None) -> None:
+        cost = _ENTRY_OVERHEAD + (len(found) if isinstance(found, bytes) else 0)
+        if cost > self._max_bytes:
+            return
+        self._entries[key] = found
+        self._bytes += cost
+        while self._bytes > self._max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= _ENTRY_OVERHEAD + (len(dropped) if isinstance(dropped, bytes) else 0)
+
+    @staticmethod
+    def _answer(found: bytes | MetadataTooLarge | None) -> bytes | None:
+        if isinstance(found, MetadataTooLarge):
+            raise MetadataTooLarge(found.limit)  # a kept one would gather a traceback per raise
+        return found
+
+
+def _content_key(relpath: str, entry: dict[str, Any]) -> str:
+    """What names a stored file's content: its sha256, else where and when it was stored."""
+    sha256 = (entry.get("hashes") or {}).get("sha256")
+    return f"sha256={sha256}" if sha256 else f"{relpath} {entry.get('last_modified')}"
 
 
 class FileRoutes(Base):
@@ -44,6 +152,7 @@ class FileRoutes(Base):
         super().__init__(*args, **kwargs)
         self._known_files: dict[str, tuple[str, tuple[tuple[bytes, bytes], ...]]] = {}
         self._store.subscribe(self._file_changed)
+        self.metadata_cache = WheelMetadataCache(self._run)
 
     def _file_changed(self, serial: int, changes: dict[str, Any]) -> None:
         if any(key[:2] == "i/" for key in changes):
@@ -209,7 +318,13 @@ class FileRoutes(Base):
         wheel_path = os.path.join(self._config.files_dir, base)
         data = None
         if wheel.get("last_modified") and os.path.exists(wheel_path):
-            data = await self._run(wheel_metadata, wheel_path)
+            try:
+                data = await self.metadata_cache.get(_content_key(base, wheel), wheel_path)
+            except MetadataTooLarge as e:
+                # the wheel is kept, but its metadata is not inflated to be served
+                raise not_found(f"metadata of {base} is larger than {e.limit} bytes, it is not served") from None
+            except OSError:
+                data = None
         elif wheel.get("core_metadata") and self._mirror is not None and not self._mirror.offline:
             data = await self._upstream_metadata(config, wheel)
             if isinstance(wheel["core_metadata"], dict) and "sha256" in wheel["core_metadata"]:
