@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 import zipfile
 import zlib
@@ -43,36 +44,71 @@ def temp_dir(files_dir: str) -> str:
     return path
 
 
-def temp_name(files_dir: str) -> str:
-    """A new temporary file name that records the writing process's pid."""
-    return os.path.join(temp_dir(files_dir), f"{uuid.uuid4().hex}-{os.getpid()}-tmp")
+STALE_TEMP_AGE = 3600.0
+"""
+Seconds after its last change that a temporary file counts as abandoned even
+when its writer still runs: a write keeps its file busy (an upload is parsed
+in one go once its body has arrived, a download writes as it receives).
+"""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(files_dir: str) -> list[str]:
+def _start_time(pid: int) -> str | None:
     """
-    Remove temporary files whose writing process is gone (a crash or a
-    kill): their metadata never committed.  Returns the removed names.
+    When process C{pid} started, in clock ticks since boot (C{/proc/PID/stat}
+    field 22), or C{None} when there is no such process: with the pid it
+    names one process for good, where a pid alone may be reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _owner() -> str:
+    pid = os.getpid()
+    return f"{pid}.{_start_time(pid) or 0}"
+
+
+def temp_name(files_dir: str) -> str:
+    """A new temporary file name that records its writer: the process's pid and start time."""
+    return os.path.join(temp_dir(files_dir), f"{uuid.uuid4().hex}-{_owner()}-tmp")
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, started = owner.partition(".")
+    if not pid.isdigit() or not started:
+        return False
+    return _start_time(int(pid)) == started
+
+
+def remove_stale_temp_files(files_dir: str, now: float | None = None, max_age: float | None = None) -> list[str]:
+    """
+    Remove the temporary files that no live write owns: those whose writer
+    process is gone (a crash, a kill; a reused pid does not count as the
+    writer), names of any other form, and, with C{max_age}, files nobody
+    changed for that long.  Their metadata never committed.  Returns the
+    removed names.
     """
     path = os.path.join(files_dir, ".tmp")
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(path):
         return removed
+    now = time.time() if now is None else now
     for name in os.listdir(path):
+        full = os.path.join(path, name)
         parts = name.split("-")
-        pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
-        if pid is None or pid == os.getpid() or not _alive(pid):
+        stale = len(parts) != 3 or parts[2] != "tmp" or not _owner_alive(parts[1])
+        if not stale and max_age is not None:
             try:
-                os.unlink(os.path.join(path, name))
+                stale = now - os.stat(full).st_mtime > max_age
+            except FileNotFoundError:
+                continue
+        if stale:
+            try:
+                os.unlink(full)
                 removed.append(name)
             except (FileNotFoundError, IsADirectoryError):
                 pass

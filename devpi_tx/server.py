@@ -12,7 +12,8 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.internet.threads import deferToThreadPool
@@ -24,6 +25,7 @@ from devpi_tx.auth import TokenSigner
 from devpi_tx.beacon import SerialBeacon
 from devpi_tx.download import MirrorFiles
 from devpi_tx.events import EventProcessor, Hook
+from devpi_tx.files import STALE_TEMP_AGE, remove_stale_temp_files
 from devpi_tx.hooks import DescriptionHook, DocsHook, SearchHook
 from devpi_tx.metrics import Metrics
 from devpi_tx.mirror import MirrorService
@@ -38,6 +40,7 @@ from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource, DevpiSite
 
 SERIAL_BEACON = ".serial"
+SWEEP_INTERVAL = 600.0
 
 
 class ThreadPoolService(Service):
@@ -136,6 +139,7 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         listeners = Listeners(reactor, options["listen-addresses"], site)
         listeners.setServiceParent(top)
     if not worker:
+        TempSweep(serverdir.files, run_in_thread, reactor).setServiceParent(top)
         Announce(listeners, serverdir, store, options.get("initialised-now")).setServiceParent(top)
     return top
 
@@ -163,6 +167,41 @@ class Listeners(Service):
     def stopService(self) -> Any:
         super().stopService()
         return DeferredList([port.stopListening() for port in self.ports])
+
+
+class TempSweep(Service):
+    """
+    Every L{SWEEP_INTERVAL} seconds the main instance removes the temporary
+    files no live write owns (of any process of the tree), in a thread; the
+    first sweep comes one interval after the start-up cleanup.
+    """
+
+    _log = Logger()
+
+    def __init__(self, files_dir: str, run_in_thread: Any, clock: Any) -> None:
+        self._files_dir = files_dir
+        self._run = run_in_thread
+        self._loop = LoopingCall(self._sweep)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(SWEEP_INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    async def _run_sweep(self) -> None:
+        removed = await self._run(remove_stale_temp_files, self._files_dir, None, STALE_TEMP_AGE)
+        if removed:
+            self._log.info("removed {count} abandoned temporary files", count=len(removed))
+
+    def _sweep(self) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self._run_sweep())
+        d.addErrback(lambda f: self._log.failure("sweeping temporary files failed", f))
+        return d
 
 
 class Announce(Service):
