@@ -6,7 +6,6 @@ on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,16 +19,18 @@ from twisted.web.iweb import IRequest
 
 from devpi_tx import keys, releases
 from devpi_tx.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
-from devpi_tx.model import APIError, bad_request, not_found
+from devpi_tx.model import APIError, not_found
 from devpi_tx.simpleparse import project_of
 from devpi_tx.upstream import UpstreamError, with_credentials
 from devpi_tx.users import get_ixconfig
 from devpi_tx.web import render
-from devpi_tx.web.common import Base, app, has_arg, header
+from devpi_tx.web.common import Base, app, has_arg, header, parse_json
 from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span
 
 IMMUTABLE = b"max-age=365000000, immutable, public"
 METADATA = ".metadata"
+MAX_TOXRESULT = 16 * 1024 * 1024
+"""The largest tox result document a client may upload."""
 
 
 _KNOWN_MAX = 20000
@@ -376,12 +377,12 @@ class FileRoutes(Base):
 
     async def _toxresult(self, request: IRequest, relpath: str) -> bytes:
         identity = await self._auth.identify(request)
+        request.content.seek(0, 2)
+        if request.content.tell() > MAX_TOXRESULT:
+            raise APIError(413, f"tox result larger than {MAX_TOXRESULT} bytes")
         request.content.seek(0)
         raw = request.content.read()
-        try:
-            json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("Bad request: could not decode json") from None
+        parse_json(raw, MAX_TOXRESULT)
         content = await self._run(prepare_bytes, self._config.files_dir, raw)
         try:
             path = await self._write(
