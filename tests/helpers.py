@@ -245,3 +245,27 @@ class APIHarness:
             for filename in filenames:
                 found.append(os.path.relpath(os.path.join(dirpath, filename), self.serverdir.files))
         return sorted(found)
+
+
+def make_zipbomb_wheel(name: str, version: str, metadata_size: int, padding: int = 0) -> tuple[str, bytes]:
+    """
+    A wheel whose C{METADATA} is C{metadata_size} bytes of one repeated byte,
+    deflated (64 MiB become about 64 KiB), written in chunks, never held
+    whole; C{padding} random bytes make the wheel bigger: C{(filename, bytes)}.
+    """
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{dist}/__init__.py", "")
+        if padding:
+            zf.writestr(f"{dist}/padding.bin", os.urandom(padding), compress_type=zipfile.ZIP_STORED)
+        with zf.open(f"{info}/METADATA", "w") as member:
+            chunk = b"x" * (1024 * 1024)
+            left = metadata_size
+            while left > 0:
+                member.write(chunk[:left])
+                left -= len(chunk)
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
