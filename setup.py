@@ -7,7 +7,18 @@ setup(
     long_description=open("README.rst").read(),
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
-    packages=["devpi_tx", "devpi_tx.store", "devpi_tx.web", "twisted.plugins"],
+    packages=[
+        "devpi_tx",
+        "devpi_tx.model",
+        "devpi_tx.domain",
+        "devpi_tx.store",
+        "devpi_tx.mirror",
+        "devpi_tx.events",
+        "devpi_tx.web",
+        "devpi_tx.service",
+        "devpi_tx.admin",
+        "twisted.plugins",
+    ],
     package_data={
         "devpi_tx": ["etc/*.in"],
         "devpi_tx.store": ["schema/*.sql"],
@@ -32,9 +43,9 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "devpi-tx-export = devpi_tx.cli:export_main",
-            "devpi-tx-import = devpi_tx.cli:import_main",
-            "devpi-tx-fsck = devpi_tx.cli:fsck_main",
+            "devpi-tx-export = devpi_tx.admin.cli:export_main",
+            "devpi-tx-import = devpi_tx.admin.cli:import_main",
+            "devpi-tx-fsck = devpi_tx.admin.cli:fsck_main",
         ],
     },
     extras_require={

@@ -23,8 +23,23 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
-    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, TWISTD, UPLOAD_BATCH, UpstreamHandler, ensure_devpi_venv,
-    ensure_wheels, free_port, log, setup_alice_dev, spawn_server, stop, tail, upload, wait_ready,
+    DEVPI_VERSION,
+    JSON_ACCEPT,
+    REPO_ROOT,
+    RESULTS_DIR,
+    TWISTD,
+    UPLOAD_BATCH,
+    UpstreamHandler,
+    ensure_devpi_venv,
+    ensure_wheels,
+    free_port,
+    log,
+    setup_alice_dev,
+    spawn_server,
+    stop,
+    tail,
+    upload,
+    wait_ready,
 )  # fmt: skip
 
 SERVERS = ("devpi-server", "devpi_tx")

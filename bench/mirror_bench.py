@@ -30,8 +30,20 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
-    CACHE_DIR, DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, Client, ensure_devpi_venv, free_port, log,
-    spawn_server, stop, tail, tree_rss_kb, wait_ready,
+    CACHE_DIR,
+    DEVPI_VERSION,
+    JSON_ACCEPT,
+    REPO_ROOT,
+    RESULTS_DIR,
+    Client,
+    ensure_devpi_venv,
+    free_port,
+    log,
+    spawn_server,
+    stop,
+    tail,
+    tree_rss_kb,
+    wait_ready,
 )  # fmt: skip
 
 PACKAGES = ["requests", "flask", "pytest", "attrs", "pyyaml", "python-dateutil", "rich", "httpx",

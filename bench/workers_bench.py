@@ -23,9 +23,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
-    DEVPI_VERSION, JSON_ACCEPT, REPO_ROOT, RESULTS_DIR, UPLOAD_BATCH, WRK_CONNECTIONS, WRK_THREADS,
-    UpstreamHandler, ensure_devpi_venv, ensure_wheels, ensure_wrk, log, run_wrk, setup_alice_dev, spawn_server, stop,
-    tail, tree_rss_kb, upload, verify_simple, wait_ready,
+    DEVPI_VERSION,
+    JSON_ACCEPT,
+    REPO_ROOT,
+    RESULTS_DIR,
+    UPLOAD_BATCH,
+    WRK_CONNECTIONS,
+    WRK_THREADS,
+    UpstreamHandler,
+    ensure_devpi_venv,
+    ensure_wheels,
+    ensure_wrk,
+    log,
+    run_wrk,
+    setup_alice_dev,
+    spawn_server,
+    stop,
+    tail,
+    tree_rss_kb,
+    upload,
+    verify_simple,
+    wait_ready,
 )  # fmt: skip
 
 READ_PROJECTS, READ_VERSIONS = 100, 3  # bench-pkg-0001..0100, 1.0.0..1.0.2: the pages wrk reads

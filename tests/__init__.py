@@ -10,6 +10,6 @@ warnings.filterwarnings("error", message=r"coroutine .* was never awaited")
 
 # cheap password hashes keep the suite fast; verification reads the cost
 # from each stored hash, so production-cost hashes are still checked
-from devpi_tx.auth import set_password_cost  # noqa: E402
+from devpi_tx.domain.auth import set_password_cost  # noqa: E402
 
 set_password_cost(time_cost=1, memory_cost=1024, parallelism=1)

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from devpi_tx.model import normalize_name
+from devpi_tx.model.names import normalize_name
 from tests.helpers import make_sdist, make_wheel
 
 

@@ -20,15 +20,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.auth import TokenSigner
-from devpi_tx.beacon import SerialBeacon
-from devpi_tx.download import MirrorFiles
-from devpi_tx.mirror import MirrorService
-from devpi_tx.model import Policy, root_pypi_config
-from devpi_tx.server import SERIAL_BEACON
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.domain.auth import TokenSigner
+from devpi_tx.mirror.download import MirrorFiles
+from devpi_tx.mirror.pages import MirrorService
+from devpi_tx.mirror.upstream import Upstream
+from devpi_tx.model.ixconfig import root_pypi_config
+from devpi_tx.model.policy import Policy
+from devpi_tx.service.server import SERIAL_BEACON
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.sqlite import SQLiteStore, inline_runner
-from devpi_tx.upstream import Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource

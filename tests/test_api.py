@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.auth import hash_password
+from devpi_tx.domain.auth import hash_password
 from tests.helpers import APIHarness, basic, make_wheel
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"

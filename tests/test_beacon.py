@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.beacon import GROUPS_PER_SLOT, SLOTS, SerialBeacon, group_hash
+from devpi_tx.store.beacon import GROUPS_PER_SLOT, SLOTS, SerialBeacon, group_hash
 from tests.helpers import APIHarness, make_wheel
 from tests.test_api import SIMPLE_JSON
 

@@ -18,8 +18,7 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from devpi_tx import keys
-from devpi_tx.dump import (
+from devpi_tx.admin.export import (
     DumpError,
     Progress,
     _link,
@@ -28,8 +27,9 @@ from devpi_tx.dump import (
     progress_printer,
     version_of,
 )
-from devpi_tx.dumpimport import import_dump
-from devpi_tx.fsck import fsck
+from devpi_tx.admin.fsck import fsck
+from devpi_tx.admin.importer import import_dump
+from devpi_tx.domain import keys
 from tests.devpi_server import DevpiServer, devpi_venv
 from tests.helpers import APIHarness, files_below, make_sdist, make_wheel, multipart, upload_fields
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
+from tests import test_e2e_mirror
 from tests.processes import Result, bin_path, run
 from tests.test_e2e_clients import _ServerCase
-from tests import test_e2e_mirror
 
 
 class DevpiClientCompatTests(_ServerCase):

@@ -12,9 +12,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.beacon import SerialBeacon
-from devpi_tx.events import EventProcessor, read_event_serial
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.events.processor import EventProcessor, read_event_serial
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.sqlite import SQLiteStore, inline_runner
 
 

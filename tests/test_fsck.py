@@ -10,8 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx import keys
-from devpi_tx.fsck import FATAL, fsck
+from devpi_tx.admin.fsck import FATAL, fsck
+from devpi_tx.domain import keys
 from devpi_tx.store.sqlite import StorageError
 from tests.helpers import APIHarness, make_sdist, make_wheel
 

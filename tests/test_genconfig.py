@@ -1,5 +1,5 @@
 """
-Deployment files written by L{devpi_tx.genconfig}: paths and arguments, and
+Deployment files written by L{devpi_tx.admin.genconfig}: paths and arguments, and
 each file checked by the tool that reads it (nginx, systemd-analyze) or
 parsed the way its reader parses it (supervisor, cron).
 """
@@ -18,10 +18,10 @@ import sysconfig
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx import tap
-from devpi_tx.genconfig import NGINX_CACHE, gen_config, nginx_size, outside_site, proxy_address, server_args
-from devpi_tx.options import Options
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.admin.genconfig import NGINX_CACHE, gen_config, nginx_size, outside_site, proxy_address, server_args
+from devpi_tx.service import tap
+from devpi_tx.service.options import Options
+from devpi_tx.service.serverdir import ServerDir
 
 FILES = [
     "devpi.service",

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from devpi_tx.model import MAX_DOCUMENT
+from devpi_tx.model.names import MAX_DOCUMENT
 from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.common import MAX_JSON_BODY, MAX_JSON_DEPTH
 from tests.helpers import basic, make_wheel, multipart, upload_fields

@@ -17,11 +17,10 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.events import Hook
-from devpi_tx.hooks import (
+from devpi_tx.events.hooks import (
     DOCS_MARKER,
-    DescriptionHook,
     SEARCH_DB,
+    DescriptionHook,
     DocsHook,
     SearchHook,
     extract_zip,
@@ -30,7 +29,8 @@ from devpi_tx.hooks import (
     render_description,
     search,
 )
-from devpi_tx.model import APIError
+from devpi_tx.events.processor import Hook
+from devpi_tx.model.errors import APIError
 from devpi_tx.web.docs import DocRoutes, doc_versions, locate_doc
 from tests.helpers import APIHarness, files_below, make_sdist
 
@@ -49,7 +49,7 @@ def make_zip(members: dict[str, str | bytes], symlinks: dict[str, str] | None = 
 
 
 def version_record(name: str, version: str, *links: dict[str, Any], **metadata: Any) -> dict[str, Any]:
-    """A version record as L{devpi_tx.releases} stores it."""
+    """A version record as L{devpi_tx.domain.releases} stores it."""
     record: dict[str, Any] = {
         "name": name,
         "version": version,

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx import keys
-from devpi_tx.fsck import fsck
+from devpi_tx.admin.fsck import fsck
+from devpi_tx.domain import keys
 from devpi_tx.web.pagecache import PageCache
 from tests.fakeupstream import FakeUpstream
 from tests.helpers import APIHarness, make_wheel

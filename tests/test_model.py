@@ -1,6 +1,6 @@
 """
 Tests for L{devpi_tx.model} (the pure rules of spec 0.8, 2.4, 3.2-3.6 and
-4.1-4.3) and L{devpi_tx.auth} (passwords, login tokens, Basic credentials and
+4.1-4.3) and L{devpi_tx.domain.auth} (passwords, login tokens, Basic credentials and
 the signing secret).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.auth import (
+from devpi_tx.domain.auth import (
     TOKEN_EXPIRATION,
     TokenSigner,
     hash_password,
@@ -23,23 +23,18 @@ from devpi_tx.auth import (
     parse_basic,
     verify_password,
 )
-from devpi_tx.model import (
-    ANONYMOUS,
+from devpi_tx.model.errors import APIError
+from devpi_tx.model.ixconfig import apply_patch, validate_ixconfig
+from devpi_tx.model.names import (
     ARCHIVE_SUFFIXES,
     MAX_NAME_LENGTH,
-    APIError,
-    Identity,
-    Policy,
-    apply_patch,
     check_filename,
     check_metadata,
     check_name,
     metadata_from_form,
-    mirrors_allowed,
     normalize_name,
-    stage_resolution_order,
-    validate_ixconfig,
 )
+from devpi_tx.model.policy import ANONYMOUS, Identity, Policy, mirrors_allowed, stage_resolution_order
 
 NAME_ERROR = "contains characters that aren't allowed. Any ascii symbol besides -.@_ is blocked."
 

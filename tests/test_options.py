@@ -12,8 +12,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.metrics import Metrics, route_of
-from devpi_tx.options import Options, worker_options
+from devpi_tx.service.options import Options, worker_options
+from devpi_tx.web.metrics import Metrics, route_of
 
 
 class OptionsTests(SynchronousTestCase):
@@ -175,12 +175,12 @@ class RequestLogTests(SynchronousTestCase):
         An answer cut off after its status line (a mirror download that
         failed half way) is logged and counted as aborted, not as a 200.
         """
+        from twisted.internet.testing import StringTransport
         from twisted.logger import capturedLogs, formatEvent
         from twisted.web.resource import Resource
-        from twisted.internet.testing import StringTransport
         from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-        from devpi_tx.download import _abort
+        from devpi_tx.mirror.download import _abort
         from devpi_tx.web.site import DevpiSite
 
         request = DummyRequest([b"root", b"pypi", b"+f", b"abc", b"def", b"pkg-1.0.tar.gz"])

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from devpi_tx.beacon import SerialBeacon
-from devpi_tx.interfaces import IStore, ITransaction
+from devpi_tx.store.beacon import SerialBeacon
+from devpi_tx.store.interfaces import IStore, ITransaction
 from devpi_tx.store.sqlite import (
     SCHEMA_VERSION,
     ChangelogEntry,

@@ -17,8 +17,8 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.files import STALE_TEMP_AGE, remove_stale_temp_files, temp_dir, temp_name
-from devpi_tx.server import SWEEP_INTERVAL, TempSweep
+from devpi_tx.service.server import SWEEP_INTERVAL, TempSweep
+from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files, temp_dir, temp_name
 
 
 def _touch(path: str, age: float = 0.0) -> str:
@@ -83,7 +83,7 @@ class RemoveStaleTests(SynchronousTestCase):
         A server dir opened again (the tree's start) loses the temp files of
         the processes before it, even where a pid has been reused since.
         """
-        from devpi_tx.serverdir import ServerDir
+        from devpi_tx.service.serverdir import ServerDir
 
         serverdir = ServerDir(self.mktemp())
         serverdir.initialise()

@@ -21,7 +21,7 @@ from twisted.web.client import Agent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from devpi_tx.upstream import Upstream, UpstreamError, describe_failure
+from devpi_tx.mirror.upstream import Upstream, UpstreamError, describe_failure
 
 
 class _Silent(Resource):

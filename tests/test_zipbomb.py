@@ -14,8 +14,9 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx import releases
-from devpi_tx.files import (
+from devpi_tx.domain import releases
+from devpi_tx.model.policy import Identity, Policy
+from devpi_tx.store.files import (
     METADATA_LIMIT,
     MetadataTooLarge,
     prepare_bytes,
@@ -23,7 +24,6 @@ from devpi_tx.files import (
     read_wheel_metadata,
     wheel_metadata,
 )
-from devpi_tx.model import Identity, Policy
 from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.files import WheelMetadataCache
 from tests.helpers import make_wheel, make_zipbomb_wheel

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from zope.interface import implementer
 
-from devpi_tx.beacon import SerialBeacon
-from devpi_tx.files import unlink_if_present
-from devpi_tx.interfaces import IStore, ITransaction, StorageFull
+from devpi_tx.store.beacon import SerialBeacon
+from devpi_tx.store.files import unlink_if_present
+from devpi_tx.store.interfaces import IStore, ITransaction, StorageFull
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -246,7 +246,7 @@ class SQLiteStore:
     def missed(self) -> tuple[int, frozenset[int] | None]:
         """
         The newest serial of any process and the group hashes (see
-        L{devpi_tx.beacon}) touched by the commits this process has not
+        L{devpi_tx.store.beacon}) touched by the commits this process has not
         seen yet; C{None} for those when unknown.
         """
         if self._beacon is None:

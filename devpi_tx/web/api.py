@@ -16,12 +16,16 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from devpi_tx import __version__, releases, users, views
-from devpi_tx.auth import hash_password
-from devpi_tx.events import read_event_serial
-from devpi_tx.files import prepare_copy
-from devpi_tx.interfaces import StorageFull
-from devpi_tx.model import APIError, Identity, bad_request, metadata_from_form
+from devpi_tx import __version__
+from devpi_tx.domain import queries as views
+from devpi_tx.domain import releases, users
+from devpi_tx.domain.auth import hash_password
+from devpi_tx.events.processor import read_event_serial
+from devpi_tx.model.errors import APIError, bad_request
+from devpi_tx.model.names import metadata_from_form
+from devpi_tx.model.policy import Identity
+from devpi_tx.store.files import prepare_copy
+from devpi_tx.store.interfaces import StorageFull
 from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
 from devpi_tx.web.docs import DocRoutes

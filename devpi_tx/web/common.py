@@ -16,15 +16,16 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from devpi_tx import users
-from devpi_tx.auth import TokenSigner
-from devpi_tx.download import MirrorFiles
-from devpi_tx.interfaces import IStore
-from devpi_tx.metrics import Metrics
-from devpi_tx.mirror import MirrorService
-from devpi_tx.model import APIError, Policy, bad_request
+from devpi_tx.domain import users
+from devpi_tx.domain.auth import TokenSigner
+from devpi_tx.mirror.download import MirrorFiles
+from devpi_tx.mirror.pages import MirrorService
+from devpi_tx.model.errors import APIError, bad_request
+from devpi_tx.model.policy import Policy
+from devpi_tx.store.interfaces import IStore
 from devpi_tx.web import render
 from devpi_tx.web.identity import Authenticator
+from devpi_tx.web.metrics import Metrics
 from devpi_tx.web.pagecache import PageCache
 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"

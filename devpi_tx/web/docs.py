@@ -1,7 +1,7 @@
 """
 What devpi-web adds to the URL space (spec 1.1): unpacked documentation
 under C{/U/I/P/V/+doc/} and a search over private projects at C{/+search}.
-Both read what L{devpi_tx.hooks} wrote.
+Both read what L{devpi_tx.events.hooks} wrote.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import os
 from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
-from devpi_tx import hooks
-from devpi_tx.model import normalize_name, not_found, version_key
+from devpi_tx.events import hooks
+from devpi_tx.model.errors import not_found
+from devpi_tx.model.names import normalize_name, version_key
 from devpi_tx.web.common import Base, app
 from devpi_tx.web.filesend import send_file
 

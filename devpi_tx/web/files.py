@@ -17,12 +17,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from devpi_tx import keys, releases
-from devpi_tx.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
-from devpi_tx.model import APIError, not_found
-from devpi_tx.simpleparse import project_of
-from devpi_tx.upstream import UpstreamError, with_credentials
-from devpi_tx.users import get_ixconfig
+from devpi_tx.domain import keys, releases
+from devpi_tx.domain.users import get_ixconfig
+from devpi_tx.mirror.simpleparse import project_of
+from devpi_tx.mirror.upstream import UpstreamError, with_credentials
+from devpi_tx.model.errors import APIError, not_found
+from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, parse_json
 from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span

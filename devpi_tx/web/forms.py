@@ -11,8 +11,8 @@ from typing import BinaryIO
 
 import multipart
 
-from devpi_tx.files import PreparedFile, prepare_stream, wheel_metadata
-from devpi_tx.model import bad_request
+from devpi_tx.model.errors import bad_request
+from devpi_tx.store.files import PreparedFile, prepare_stream, wheel_metadata
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from devpi_tx import keys
-from devpi_tx.auth import TokenSigner, parse_basic, verify_password
-from devpi_tx.interfaces import IStore
-from devpi_tx.model import ANONYMOUS, Identity
+from devpi_tx.domain import keys
+from devpi_tx.domain.auth import TokenSigner, parse_basic, verify_password
+from devpi_tx.model.policy import ANONYMOUS, Identity
+from devpi_tx.store.interfaces import IStore
 
 _MAX_CACHE = 4096
 

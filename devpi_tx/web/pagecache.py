@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from devpi_tx.interfaces import IStore
+from devpi_tx.store.interfaces import IStore
 
 LIST = ""  # the group of root project lists
 

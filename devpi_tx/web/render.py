@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from html import escape
 from typing import Any
 
-from devpi_tx.views import Link
+from devpi_tx.domain.queries import Link
 
 JSON_TYPE = b"application/json"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"

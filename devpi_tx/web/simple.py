@@ -13,9 +13,11 @@ from urllib.parse import quote
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from devpi_tx import releases, views
-from devpi_tx.mirror import MirrorPage
-from devpi_tx.model import APIError, bad_request, normalize_name, not_found
+from devpi_tx.domain import queries as views
+from devpi_tx.domain import releases
+from devpi_tx.mirror.pages import MirrorPage
+from devpi_tx.model.errors import APIError, bad_request, not_found
+from devpi_tx.model.names import normalize_name
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, json_body
 from devpi_tx.web.pagecache import LIST

@@ -12,10 +12,10 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import IResource, Resource
 
-from devpi_tx.beacon import group_hash
-from devpi_tx.interfaces import IStore
-from devpi_tx.metrics import Metrics
+from devpi_tx.store.beacon import group_hash
+from devpi_tx.store.interfaces import IStore
 from devpi_tx.web.api import IndexAPI
+from devpi_tx.web.metrics import Metrics
 
 
 class DevpiResource(Resource):

@@ -21,13 +21,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from devpi_tx import __version__, keys
-from devpi_tx.fsck import digest_file
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import (
-    normalize_name,
-)
-from devpi_tx.serverdir import ServerDir
+from devpi_tx import __version__
+from devpi_tx.admin.fsck import digest_file
+from devpi_tx.domain import keys
+from devpi_tx.model.names import normalize_name
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
 
 DUMPVERSION = "2"

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devpi_tx import keys
-from devpi_tx.files import CHUNK, wheel_metadata
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.domain import keys
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.files import CHUNK, wheel_metadata
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.store.sqlite import SQLiteStore, StorageError
 
 FATAL = "fatal: There have been errors during consistency check."

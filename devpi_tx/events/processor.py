@@ -17,7 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from devpi_tx.coalesce import Coalescer
+from devpi_tx.store.coalesce import Coalescer
 from devpi_tx.store.sqlite import SQLiteStore
 
 EVENT_SERIAL = ".event_serial"

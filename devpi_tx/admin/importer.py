@@ -18,8 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devpi_tx import keys
-from devpi_tx.dump import (
+from devpi_tx.admin.export import (
     DATAINDEX,
     FILE_TYPES,
     USER_KEYS,
@@ -31,22 +30,15 @@ from devpi_tx.dump import (
     order_indexes,
     version_of,
 )
-from devpi_tx.files import hashdir, wheel_metadata
-from devpi_tx.fsck import digest_file
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import (
-    COMMON_KEYS,
-    INDEX_TYPES,
-    MIRROR_KEYS,
-    STAGE_DEFAULT_KEYS,
-    APIError,
-    check_name,
-    check_version,
-    normalize_name,
-    validate_ixconfig,
-)
-from devpi_tx.releases import iso_time, when
-from devpi_tx.serverdir import DATABASE, FILES, NODEINFO, ServerDir
+from devpi_tx.admin.fsck import digest_file
+from devpi_tx.domain import keys
+from devpi_tx.domain.releases import iso_time, when
+from devpi_tx.model.errors import APIError
+from devpi_tx.model.ixconfig import COMMON_KEYS, INDEX_TYPES, MIRROR_KEYS, STAGE_DEFAULT_KEYS, validate_ixconfig
+from devpi_tx.model.names import check_name, check_version, normalize_name
+from devpi_tx.service.serverdir import DATABASE, FILES, NODEINFO, ServerDir
+from devpi_tx.store.files import hashdir, wheel_metadata
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.store.sqlite import SQLiteStore
 
 # -- import -------------------------------------------------------------------

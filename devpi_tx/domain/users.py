@@ -8,22 +8,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from devpi_tx import keys
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import (
-    APIError,
-    Identity,
-    Policy,
-    apply_patch,
-    bad_request,
-    check_document_size,
-    check_name,
-    forbidden,
-    mask_url,
-    not_found,
-    public_config,
-    validate_ixconfig,
-)
+from devpi_tx.domain import keys
+from devpi_tx.model.errors import APIError, bad_request, forbidden, not_found
+from devpi_tx.model.ixconfig import apply_patch, mask_url, public_config, validate_ixconfig
+from devpi_tx.model.names import check_document_size, check_name
+from devpi_tx.model.policy import Identity, Policy
+from devpi_tx.store.interfaces import ITransaction
 
 USER_KEYS = ("password", "pwhash", "email", "title", "description", "custom_data")
 _IGNORED_USER_KEYS = ("indexes", "username", "created", "modified")

@@ -17,18 +17,18 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from devpi_tx import keys
-from devpi_tx.coalesce import Coalescer
-from devpi_tx.interfaces import IStore, ITransaction
-from devpi_tx.model import APIError
-from devpi_tx.simpleparse import (
+from devpi_tx.domain import keys
+from devpi_tx.mirror.simpleparse import (
     ParseError,
     UpstreamLink,
     parse_project_list,
     parse_project_page,
     project_of,
 )
-from devpi_tx.upstream import Fetched, Upstream, UpstreamError
+from devpi_tx.mirror.upstream import Fetched, Upstream, UpstreamError
+from devpi_tx.model.errors import APIError
+from devpi_tx.store.coalesce import Coalescer
+from devpi_tx.store.interfaces import IStore, ITransaction
 
 DEFAULT_EXPIRY = 1800
 LIST_TIMEOUT = 30.0

@@ -23,13 +23,13 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from devpi_tx import keys
-from devpi_tx.coalesce import Coalescer
-from devpi_tx.files import temp_name
-from devpi_tx.interfaces import IStore, ITransaction
-from devpi_tx.model import APIError
-from devpi_tx.releases import http_date
-from devpi_tx.upstream import Upstream, UpstreamError
+from devpi_tx.domain import keys
+from devpi_tx.domain.releases import http_date
+from devpi_tx.mirror.upstream import Upstream, UpstreamError
+from devpi_tx.model.errors import APIError
+from devpi_tx.store.coalesce import Coalescer
+from devpi_tx.store.files import temp_name
+from devpi_tx.store.interfaces import IStore, ITransaction
 
 STALL_TIMEOUT = 30.0
 LOCK_POLL = 0.05

@@ -10,13 +10,13 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from devpi_tx import keys
-from devpi_tx.auth import hash_password
-from devpi_tx.files import remove_stale_temp_files
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import root_pypi_config
+from devpi_tx.domain import keys
+from devpi_tx.domain.auth import hash_password
+from devpi_tx.domain.users import now_iso
+from devpi_tx.model.ixconfig import root_pypi_config
+from devpi_tx.store.files import remove_stale_temp_files
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.store.sqlite import init_database, migrate
-from devpi_tx.users import now_iso
 
 NODEINFO = ".nodeinfo"
 DATABASE = "devpi_tx.sqlite"

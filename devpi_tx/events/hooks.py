@@ -3,7 +3,7 @@ Event hooks that do what devpi-web does with devpi-server's events (spec
 10.2): unpack documentation zips, render long descriptions, and keep a
 full-text search index of private projects.
 
-Each hook sees one serial's changes (see L{devpi_tx.events.Hook}) and only
+Each hook sees one serial's changes (see L{devpi_tx.events.processor.Hook}) and only
 writes below the server dir; running a serial again leaves the same state.
 """
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from devpi_tx.model import normalize_name
+from devpi_tx.model.names import normalize_name
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _ANCHOR_RE = re.compile(rb"<a\s[^>]*?href=[\"']([^\"']*)[\"'][^>]*>([^<]*)</a>", re.IGNORECASE)

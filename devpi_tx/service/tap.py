@@ -1,7 +1,7 @@
 """
 C{twistd devpi}: the plugin's entry point.  Runs the one-shot actions
 (--init, --export, --import, --fsck, --gen-config) or builds the service
-tree of a serving process (L{devpi_tx.server}), importing the web stack only
+tree of a serving process (L{devpi_tx.service.server}), importing the web stack only
 then.
 """
 
@@ -17,11 +17,11 @@ from twisted.application.service import IService
 from twisted.logger import STDLibLogObserver, globalLogPublisher
 from twisted.python import usage
 
-from devpi_tx.auth import load_secret
-from devpi_tx.options import Options
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.domain.auth import load_secret
+from devpi_tx.service.options import Options
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.service.supervisor import die_with_parent
 from devpi_tx.store.sqlite import StorageError
-from devpi_tx.supervisor import die_with_parent
 
 __all__ = ["Options", "makeService"]
 
@@ -48,7 +48,7 @@ def _configure_logging(options: Options) -> None:
 
 def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     """Run a one-shot action; its exit status, or C{None} to serve."""
-    from devpi_tx import cli
+    from devpi_tx.admin import cli
 
     if options["import"]:
         return cli.run_import(
@@ -69,7 +69,7 @@ def _one_shot(options: Options, serverdir: ServerDir) -> int | None:
     if options["fsck"]:
         return cli.run_fsck(serverdir.path, not options["no-checksum"], options["fsck-refetch-mirror"])
     if options["gen-config"]:
-        from devpi_tx.genconfig import gen_config
+        from devpi_tx.admin.genconfig import gen_config
 
         written = gen_config(
             getattr(options, "raw_args", []),
@@ -149,7 +149,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         _fail(str(e))
     except usage.UsageError as e:
         _fail(str(e))
-    from devpi_tx.server import serve  # the web stack only when serving
+    from devpi_tx.service.server import serve  # the web stack only when serving
 
     return serve(options, reactor, serverdir, secret, worker)
 

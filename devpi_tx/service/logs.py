@@ -1,6 +1,6 @@
 """
 Log observers for twistd's C{--logger} option, e.g. JSON lines on stdout:
-C{twistd --logger devpi_tx.logs.json_lines -n devpi ...}.
+C{twistd --logger devpi_tx.service.logs.json_lines -n devpi ...}.
 """
 
 from __future__ import annotations

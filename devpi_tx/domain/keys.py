@@ -6,7 +6,7 @@ in devpi's C{+f} URLs.
 
 from __future__ import annotations
 
-from devpi_tx.interfaces import ITransaction
+from devpi_tx.store.interfaces import ITransaction
 
 
 def user(name: str) -> str:

@@ -10,15 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devpi_tx import keys
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import (
-    mirrors_allowed,
-    public_config,
-    stage_resolution_order,
-    version_key,
-)
-from devpi_tx.users import get_ixconfig
+from devpi_tx.domain import keys
+from devpi_tx.domain.users import get_ixconfig
+from devpi_tx.model.ixconfig import public_config
+from devpi_tx.model.names import version_key
+from devpi_tx.model.policy import mirrors_allowed, stage_resolution_order
+from devpi_tx.store.interfaces import ITransaction
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from devpi_tx import keys
-from devpi_tx.files import MetadataTooLarge, PreparedFile, hashdir, read_wheel_metadata
-from devpi_tx.interfaces import ITransaction
-from devpi_tx.model import (
-    APIError,
-    Identity,
-    Policy,
-    bad_request,
+from devpi_tx.domain import keys
+from devpi_tx.domain.users import get_ixconfig
+from devpi_tx.model.errors import APIError, bad_request, forbidden, not_found
+from devpi_tx.model.names import (
     check_filename,
     check_metadata,
     check_version,
     empty_metadata,
-    forbidden,
     normalize_name,
-    not_found,
     split_stage,
     version_key,
 )
-from devpi_tx.users import get_ixconfig
+from devpi_tx.model.policy import Identity, Policy
+from devpi_tx.store.files import MetadataTooLarge, PreparedFile, hashdir, read_wheel_metadata
+from devpi_tx.store.interfaces import ITransaction
 
 
 @dataclass
@@ -192,7 +188,7 @@ def _replace_link(
 def _refuse_large_metadata(upload: Upload) -> None:
     """
     A wheel whose metadata was not taken when its form was read is looked at
-    again, reading at most L{devpi_tx.files.METADATA_LIMIT} bytes: one whose
+    again, reading at most L{devpi_tx.store.files.METADATA_LIMIT} bytes: one whose
     C{METADATA} is larger (a zip bomb, or a mistake) is refused, as its PEP
     658 metadata could not be served.  Unreadable wheels are stored as any
     other archive is.

@@ -40,7 +40,7 @@ def _fatal(error: Exception) -> int:
 
 def run_export(serverdir: str, directory: str, hard_links: bool, include_mirrored_files: bool) -> int:
     """Export C{serverdir} into C{directory}; the exit status."""
-    from devpi_tx.dump import DumpError, export_dump, progress_printer
+    from devpi_tx.admin.export import DumpError, export_dump, progress_printer
 
     try:
         stats = export_dump(
@@ -67,8 +67,8 @@ def run_import(
     root_passwd_hash: str | None,
 ) -> int:
     """Create C{serverdir} from the dump in C{directory}; the exit status."""
-    from devpi_tx.dump import DumpError, progress_printer
-    from devpi_tx.dumpimport import import_dump
+    from devpi_tx.admin.export import DumpError, progress_printer
+    from devpi_tx.admin.importer import import_dump
 
     try:
         stats = import_dump(
@@ -90,7 +90,7 @@ def run_import(
 
 def run_fsck(serverdir: str, checksum: bool, refetch_mirror: bool) -> int:
     """Check the stored files of C{serverdir}; the exit status."""
-    from devpi_tx.fsck import fsck
+    from devpi_tx.admin.fsck import fsck
 
     try:
         report = fsck(serverdir, checksum=checksum, refetch_mirror=refetch_mirror)

@@ -47,7 +47,7 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9]
 # one segment of the outside URL's path: characters nginx takes unquoted
 _SEGMENT = re.compile(r"[A-Za-z0-9._~+@-]+")
 
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parent.parent  # devpi_tx/
 
 # nginx blocks of an https site
 _TLS = Template("""

@@ -13,29 +13,29 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import LoopingCall
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent
 
 from devpi_tx import __version__
-from devpi_tx.auth import TokenSigner
-from devpi_tx.beacon import SerialBeacon
-from devpi_tx.download import MirrorFiles
-from devpi_tx.events import EventProcessor, Hook
-from devpi_tx.files import STALE_TEMP_AGE, remove_stale_temp_files
-from devpi_tx.hooks import DescriptionHook, DocsHook, SearchHook
-from devpi_tx.metrics import Metrics
-from devpi_tx.mirror import MirrorService
-from devpi_tx.model import Policy, parse_restrict_modify
-from devpi_tx.options import Options, worker_options
-from devpi_tx.serverdir import ServerDir
+from devpi_tx.domain.auth import TokenSigner
+from devpi_tx.events.hooks import DescriptionHook, DocsHook, SearchHook
+from devpi_tx.events.processor import EventProcessor, Hook
+from devpi_tx.mirror.download import MirrorFiles
+from devpi_tx.mirror.pages import MirrorService
+from devpi_tx.mirror.upstream import QuietPool, Upstream
+from devpi_tx.model.policy import Policy, parse_restrict_modify
+from devpi_tx.service.options import Options, worker_options
+from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.service.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
+from devpi_tx.store.beacon import SerialBeacon
+from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files
 from devpi_tx.store.sqlite import SQLiteStore
-from devpi_tx.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
-from devpi_tx.upstream import QuietPool, Upstream
 from devpi_tx.web.api import IndexAPI, WebConfig
+from devpi_tx.web.metrics import Metrics
 from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource, DevpiSite
 

@@ -1,0 +1,1 @@
+"""One-shot commands: export, import, fsck, gen-config, console scripts."""

@@ -1,0 +1,1 @@
+"""What one transaction does: users, indexes, releases, push, queries; storage keys; login tokens."""

@@ -1,0 +1,1 @@
+"""The event processor and its hooks: docs, descriptions, search."""

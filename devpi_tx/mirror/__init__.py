@@ -1,0 +1,1 @@
+"""The upstream client, simple-page parsing, mirror pages and file downloads."""

@@ -1,0 +1,227 @@
+"""
+Names of users, indexes, projects, versions and release files, and release metadata (spec 0.8, 4.1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from devpi_tx.model.errors import bad_request
+
+MAX_DOCUMENT = 64 * 1024
+"""The largest user record or index configuration, as JSON (every C{GET /} carries them all)."""
+
+
+def check_document_size(kind: str, document: Mapping[str, Any]) -> None:
+    """
+    @raise APIError: 400 when C{document} is larger than L{MAX_DOCUMENT} as JSON.
+    """
+    size = len(json.dumps(document, separators=(",", ":")))
+    if size > MAX_DOCUMENT:
+        raise bad_request(f"{kind} too large: {size} bytes as JSON, at most {MAX_DOCUMENT}")
+
+
+# -- names ------------------------------------------------------------------
+
+_FORBIDDEN_NAME_CHARS = set("!\"#$%&'()*+,/:;<=>?[\\]^`{|}~ ")
+MAX_NAME_LENGTH = 200
+_PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", re.IGNORECASE)
+_NORMALIZE_RE = re.compile(r"[^A-Za-z0-9]+")
+
+
+def check_name(kind: str, name: str) -> None:
+    """
+    Validate a user or index name as devpi does (spec 0.8).
+
+    @raise APIError: 400 naming what is wrong.
+    """
+    if not name:
+        raise bad_request(f"{kind} name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise bad_request(f"{kind} name is longer than {MAX_NAME_LENGTH} characters")
+    if name in (".", "..") or any(
+        c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127 for c in name
+    ):
+        raise bad_request(
+            f"{kind} {name!r} contains characters that aren't allowed. "
+            "Any ascii symbol besides -.@_ is blocked."
+        )
+
+
+def normalize_name(name: str) -> str:
+    """
+    PEP 503 normalisation: runs of characters outside C{[A-Za-z0-9]} become
+    one C{-}, then lower case.
+    """
+    return _NORMALIZE_RE.sub("-", name).lower()
+
+
+def check_project_name(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise bad_request(f"project name is longer than {MAX_NAME_LENGTH} characters")
+    if not _PROJECT_RE.match(name):
+        raise bad_request(f"invalid project name {name!r}")
+
+
+def check_version(version: str) -> None:
+    if not version:
+        raise bad_request("invalid metadata: Missing required field 'version'")
+    if len(version) > MAX_NAME_LENGTH:
+        raise bad_request(f"version is longer than {MAX_NAME_LENGTH} characters")
+    if any(c in '<>%#"/\\' or ord(c) < 32 or c.isspace() for c in version) or version in (
+        ".",
+        "..",
+    ):
+        raise bad_request(f"invalid version {version!r}")
+
+
+def version_key(version: str) -> tuple[int, Any, str]:
+    """
+    Sort key for versions: parseable versions by PEP 440, others after.
+    """
+    try:
+        return (1, Version(version), version)
+    except InvalidVersion:
+        return (0, version, version)
+
+
+def split_stage(spec: str) -> tuple[str, str]:
+    """
+    C{(user, index)} of an index spec; as devpi, a leading or trailing
+    C{/} is allowed (C{/root/pypi}).
+    """
+    parts = spec.strip("/").split("/")
+    if len(parts) != 2 or not all(parts):
+        raise bad_request(f"invalid base index spec: {spec!r}")
+    return parts[0], parts[1]
+
+
+# -- archives -----------------------------------------------------------------
+
+ARCHIVE_SUFFIXES = (
+    ".exe",
+    ".tar.gz",
+    ".bz2",
+    ".rpm",
+    ".deb",
+    ".zip",
+    ".tgz",
+    ".egg",
+    ".dmg",
+    ".msi",
+    ".whl",
+)
+
+
+def check_filename(filename: str, name: str, version: str) -> None:
+    """
+    The checks of spec 4.1 on an uploaded file's name, plus path safety.
+    """
+    if (
+        not filename
+        or "/" in filename
+        or "\\" in filename
+        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+        or filename.startswith(".")
+        or len(filename) > 255
+    ):
+        raise bad_request(f"invalid filename {filename!r}")
+    if not filename.lower().endswith(ARCHIVE_SUFFIXES):
+        raise bad_request(f"{filename!r} is not a valid archive name")
+    escaped = re.sub(r"[^\w\d.]+", "_", version)
+    if version not in filename and escaped not in filename:
+        raise bad_request(f"filename {filename!r} does not contain version {version!r}")
+    if not normalize_name(filename).startswith(normalize_name(name)):
+        raise bad_request(f"filename {filename!r} does not match project name {name!r}")
+
+
+# -- metadata ---------------------------------------------------------------
+
+METADATA_LIST_KEYS = frozenset(
+    [
+        "platform",
+        "classifiers",
+        "supported_platform",
+        "provides",
+        "requires",
+        "obsoletes",
+        "project_urls",
+        "provides_dist",
+        "obsoletes_dist",
+        "requires_dist",
+        "requires_external",
+        "provides_extras",
+        "dynamic",
+        "license_file",
+    ]
+)
+METADATA_KEYS = (
+    "name",
+    "version",
+    "metadata_version",
+    "summary",
+    "home_page",
+    "author",
+    "author_email",
+    "maintainer",
+    "maintainer_email",
+    "license",
+    "description",
+    "keywords",
+    "platform",
+    "classifiers",
+    "download_url",
+    "supported_platform",
+    "comment",
+    "provides",
+    "requires",
+    "obsoletes",
+    "project_urls",
+    "provides_dist",
+    "obsoletes_dist",
+    "requires_dist",
+    "requires_external",
+    "requires_python",
+    "description_content_type",
+    "provides_extras",
+    "dynamic",
+    "license_expression",
+    "license_file",
+)
+
+
+def metadata_from_form(form: Mapping[str, list[str]]) -> dict[str, Any]:
+    """
+    The stored metadata keys present in an upload form (spec 4.2).
+    """
+    result: dict[str, Any] = {}
+    for key in METADATA_KEYS:
+        if key not in form:
+            continue
+        values = form[key]
+        if key in METADATA_LIST_KEYS:
+            result[key] = [v for v in values if v]
+        else:
+            value = values[0] if values else ""
+            result[key] = "" if value == "UNKNOWN" else value
+    return result
+
+
+def empty_metadata() -> dict[str, Any]:
+    return {k: [] if k in METADATA_LIST_KEYS else "" for k in METADATA_KEYS}
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    name = metadata.get("name") or ""
+    version = metadata.get("version") or ""
+    if not name:
+        raise bad_request("invalid metadata: Missing required field 'name'")
+    if not version:
+        raise bad_request("invalid metadata: Missing required field 'version'")
+    check_project_name(name)
+    check_version(version)

@@ -1,0 +1,1 @@
+"""Options, the service tree, the process supervisor, the server directory."""
