@@ -350,7 +350,7 @@ def bench_server(which: str, devpi_venv: Path | None, upstream: str,
                 try:
                     verify_simple(base, wheels, accept)
                     out = run_wrk(base, list(wheels), accept, duration, work)
-                except Exception as exc:  # noqa: BLE001 - keep the other load phase going
+                except Exception as exc:
                     log(f"{which}: {kind} load test failed: {exc}")
                     res[f"{kind}_error"] = str(exc)
                     continue
@@ -421,7 +421,7 @@ def main() -> int:
         try:
             venv = devpi_venv if server == "devpi-server" else None
             results[server] = bench_server(server, venv, upstream, wheels, args.duration)
-        except Exception as exc:  # noqa: BLE001 - report it and go on with the next server
+        except Exception as exc:
             log(f"{server}: FAILED: {exc}")
             results[server] = {"error": str(exc)}
             failed = True

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
+from core_bench import (
     DEVPI_VERSION,
     JSON_ACCEPT,
     REPO_ROOT,
@@ -218,7 +218,7 @@ def bench_dataset(server: str, venv: Path | None, upstream: str, wheels: dict[st
     log(f"{server}: uploading {len(files)} files")
     try:
         res["uploads_per_s"] = round(populate(server, venv, upstream, files, work), 2)
-    except Exception as exc:  # noqa: BLE001 - report it and go on
+    except Exception as exc:
         res["error"] = str(exc)
         return res
     log(f"{server}: {res['uploads_per_s']} uploads/s")
@@ -249,7 +249,7 @@ def bench_dataset(server: str, venv: Path | None, upstream: str, wheels: dict[st
     try:
         res["check_files"] = check_imported(server, venv, work / "imported", check, len(wheels[check]))
         log(f"{server}: imported server lists {res['check_files']} files for {check}")
-    except Exception as exc:  # noqa: BLE001 - report it and go on
+    except Exception as exc:
         res["error"] = f"check of the imported server: {exc}"
         log(f"{server}: {res['error']}")
     return res
@@ -263,7 +263,7 @@ def cross_import(importer: str, venv: Path | None, dump: Path, work: Path, check
         return {"ok": False, "error": f"exit {out['rc']}:\n{tail(logfile, 40)}"}
     try:
         return {"ok": True, "files": check_imported(importer, venv, target, check, expected)}
-    except Exception as exc:  # noqa: BLE001 - report it
+    except Exception as exc:
         return {"ok": False, "error": f"import exited 0, check failed: {exc}"}
 
 
@@ -330,7 +330,7 @@ def main() -> int:
                 results[ds][server] = bench_dataset(server, venv, upstream, wheels, works[server], check)
             if len(which) == 2:
                 cross[ds] = {}
-                for importer, exporter in zip(SERVERS, reversed(SERVERS)):
+                for importer, exporter in zip(SERVERS, reversed(SERVERS), strict=False):
                     dump = works[exporter] / "dump" / "dataindex.json"
                     key = f"{importer} imports {exporter} dump"
                     if not dump.exists():

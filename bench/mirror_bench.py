@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
+from core_bench import (
     CACHE_DIR,
     DEVPI_VERSION,
     JSON_ACCEPT,
@@ -326,7 +326,7 @@ def step(res: dict[str, Any], key: str, srv: Served, what: str, fn: Callable[[],
         res[key] = fn()
         res[key]["upstream_requests"] = count_lines(srv.access_log) - mark[1]
         log(f"{what}: {key} {res[key].get('s')} s, {res[key]['upstream_requests']} upstream requests")
-    except Exception as exc:  # noqa: BLE001 - a failed measurement is reported, not timed
+    except Exception as exc:
         res[key] = {"error": str(exc), "server_log": srv.log_since(mark)}
         excerpt = "\n    ".join(res[key]["server_log"])
         log(f"{what}: {key} FAILED: {exc}\n  server log since the step began:\n    {excerpt}")
@@ -370,7 +370,7 @@ def bench_target(target: str, devpi_venv: Path | None, upstream: str, nginx_work
                     if (mb := srv.rss_mb()) is not None:
                         res[f"rss_mb_after_{tool}"] = mb
                         rss.append(mb)
-            except Exception as exc:  # noqa: BLE001 - report it and go on
+            except Exception as exc:
                 log(f"{target}: FAILED: {exc}")
                 res.setdefault("error", []).append(f"{tool} server: {exc}")
     if rss:
@@ -424,7 +424,7 @@ def paired_warm(which: list[str], devpi_venv: Path | None, upstream: str, nginx_
         served = {t: stack.enter_context(serving(t, devpi_venv, upstream, nginx_work, work / t.replace("-", "_"), stopped))
                   for t in which}  # fmt: skip
         for tool in ("pip", "uv"):
-            for target, srv in served.items():
+            for srv in served.values():
                 install(tool, srv.index, work, expected)  # fills a mirror's cache
             runs: dict[str, list[float]] = {t: [] for t in which}
             for number in range(iterations):
@@ -434,9 +434,12 @@ def paired_warm(which: list[str], devpi_venv: Path | None, upstream: str, nginx_
             res: dict[str, Any] = {t: {"s": median(r), "runs_s": r} for t, r in runs.items()}
             if "direct" in runs:
                 for target in which:
-                    ratios = [a / b for a, b in zip(runs[target], runs["direct"])]
+                    ratios = [a / b for a, b in zip(runs[target], runs["direct"], strict=False)]
                     res[target]["ratio_to_direct"] = round(median(ratios), 3)
-            log(f"paired warm {tool}: " + ", ".join(f"{t} {r['s']} s ({r.get('ratio_to_direct')}x)" for t, r in res.items()))
+            log(
+                f"paired warm {tool}: "
+                + ", ".join(f"{t} {r['s']} s ({r.get('ratio_to_direct')}x)" for t, r in res.items())
+            )
             out[tool] = res
     return out
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import (  # noqa: E402 - needs the bench directory on sys.path first
+from core_bench import (
     DEVPI_VERSION,
     JSON_ACCEPT,
     REPO_ROOT,
@@ -164,7 +164,7 @@ def uploads_under_reads(base: str, files: list[Path], names: list[str], work: Pa
     def reader() -> None:
         try:
             out["wrk"] = run_wrk(base, names, JSON_ACCEPT, WRK_LONG, work, pace_rps)
-        except Exception as exc:  # noqa: BLE001 - reported by the caller
+        except Exception as exc:
             out["error"] = str(exc)
 
     thread = threading.Thread(target=reader)
@@ -221,7 +221,7 @@ def upload_phases(name: str, base: str, work: Path, logfile: Path, read: dict[st
     times: dict[str, list[float]] = {phase: [] for phase in PHASES}
     wrks: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES[1:]}
     for r in range(0, len(batches), len(PHASES)):
-        for phase, batch in zip(PHASES, batches[r : r + len(PHASES)]):
+        for phase, batch in zip(PHASES, batches[r : r + len(PHASES)], strict=False):
             files = [p for ps in batch.values() for p in ps]
             mark = logfile.stat().st_size
             if phase == "alone":
@@ -289,7 +289,7 @@ def bench_config(name: str, workers: int | None, devpi_venv: Path | None, upstre
             res["pids_after"] = tree_pids(proc.pid)
             if res["pids_after"] != pids:
                 log(f"{name}: process tree changed from {pids} to {res['pids_after']}")
-        except Exception as exc:  # noqa: BLE001 - reported; the next configuration runs
+        except Exception as exc:
             log(f"{name}: FAILED: {exc}\nserver log tail:\n{tail(logfile)}")
             res["error"] = str(exc)
         finally:
@@ -335,7 +335,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(f"| {name}{' (FAILED)' if 'error' in r else ''} | " + " | ".join(vals) + " |")
     timed = {name: r for name, r in results.items() if "uploads_alone" in r}
     if timed:
-        rows += ["", "| ms per upload | phase | " + " | ".join(MS_COLUMNS) + " |", "|---|---|" + "---:|" * len(MS_COLUMNS)]
+        rows += [
+            "",
+            "| ms per upload | phase | " + " | ".join(MS_COLUMNS) + " |",
+            "|---|---|" + "---:|" * len(MS_COLUMNS),
+        ]
         for name, r in timed.items():
             for phase in PHASES:
                 server = r.get(f"upload_ms_{phase}")

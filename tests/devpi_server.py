@@ -147,8 +147,15 @@ class DevpiServer:
         self.port = free_port()
         self._protocol = _Protocol()
         argv = [
-            *self.bin("devpi-server"), "--serverdir", self.serverdir, "--host", "127.0.0.1",
-            "--port", str(self.port), "--offline-mode", *FAST_ARGON2,
+            *self.bin("devpi-server"),
+            "--serverdir",
+            self.serverdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--offline-mode",
+            *FAST_ARGON2,
         ]
         self._transport = reactor.spawnProcess(self._protocol, argv[0], argv, env=checkout_env(checkout=False))
         for _ in range(int(timeout / 0.1)):

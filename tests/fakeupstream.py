@@ -53,8 +53,16 @@ class FakeUpstream(Resource):
         self.provide_metadata = True
         self.pending: list[Any] = []
 
-    def add(self, name: str, version: str, kind: str = "wheel", requires_python: str | None = None,
-            yanked: bool | str = False, size: int = 0, requires: tuple[str, ...] = ()) -> FakeFile:
+    def add(
+        self,
+        name: str,
+        version: str,
+        kind: str = "wheel",
+        requires_python: str | None = None,
+        yanked: bool | str = False,
+        size: int = 0,
+        requires: tuple[str, ...] = (),
+    ) -> FakeFile:
         extra = "x" * size
         if kind == "wheel":
             filename, data = make_wheel(name, version, requires_python, extra=extra, requires=requires)
@@ -109,7 +117,7 @@ class FakeUpstream(Resource):
         if path.startswith("/simple/"):
             return self._project(request, path.split("/")[2], wants_json)
         if path.startswith("/files/"):
-            return self._file(request, path, path[len("/files/"):])
+            return self._file(request, path, path[len("/files/") :])
         request.setResponseCode(404)
         return b"not found"
 
@@ -128,7 +136,9 @@ class FakeUpstream(Resource):
             request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
             return json.dumps({"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}).encode()
         request.setHeader(b"Content-Type", b"text/html")
-        return ("<html><body>" + "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in names) + "</body></html>").encode()
+        return (
+            "<html><body>" + "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in names) + "</body></html>"
+        ).encode()
 
     def _sha(self, fake: FakeFile) -> str:
         if fake.filename in self.lie:

@@ -242,7 +242,7 @@ class APIHarness:
 
     def stored_files(self) -> list[str]:
         found = []
-        for dirpath, dirnames, filenames in os.walk(self.serverdir.files):
+        for dirpath, _dirnames, filenames in os.walk(self.serverdir.files):
             for filename in filenames:
                 found.append(os.path.relpath(os.path.join(dirpath, filename), self.serverdir.files))
         return sorted(found)

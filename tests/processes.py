@@ -109,8 +109,17 @@ class ServerProcess:
 
     async def start(self) -> ServerProcess:
         argv = [
-            *TWISTD, "-n", "--pidfile=", "devpi",
-            "--serverdir", self.serverdir, "--host", "127.0.0.1", "--port", "0", *self.args,
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "devpi",
+            "--serverdir",
+            self.serverdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *self.args,
         ]
         self._transport = reactor.spawnProcess(self._protocol, argv[0], argv, env=checkout_env(self.env))
         self.port = await self._protocol.started

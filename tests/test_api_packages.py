@@ -20,8 +20,13 @@ class UploadTests(_Base):
         """An uploaded wheel shows on the HTML and PEP 691 pages with hash, metadata and size."""
         name, data = make_wheel("hello-pkg", "1.0", requires_python=">=3.8")
         reply = self.h.upload(
-            "alice/dev", "alice", "hello-pkg", "1.0", (name, data),
-            requires_python=">=3.8", description_content_type="text/markdown",
+            "alice/dev",
+            "alice",
+            "hello-pkg",
+            "1.0",
+            (name, data),
+            requires_python=">=3.8",
+            description_content_type="text/markdown",
         )
         self.assertEqual(reply.code, 200, reply.phrase)
         sha = hashlib.sha256(data).hexdigest()
@@ -44,7 +49,9 @@ class UploadTests(_Base):
         stored = os.path.join(self.h.serverdir.files, "alice/dev/+f", sha[:3], sha[3:16], name)
         self.assertTrue(os.path.isfile(stored))
         self.assertFalse(os.path.exists(stored + ".metadata"))
-        metadata = self.h.request("GET", f"/alice/dev/+f/{sha[:3]}/{sha[3:16]}/{name}.metadata", headers={"Accept": "*/*"})
+        metadata = self.h.request(
+            "GET", f"/alice/dev/+f/{sha[:3]}/{sha[3:16]}/{name}.metadata", headers={"Accept": "*/*"}
+        )
         self.assertEqual(metadata.code, 200)
         self.assertEqual(metadata.header("Cache-Control"), "max-age=365000000, immutable, public")
         self.assertIn(b"Name: hello-pkg", metadata.body)
@@ -62,8 +69,13 @@ class UploadTests(_Base):
         """pip's Accept gets JSON; an Accept matching neither gets text/html (spec 12)."""
         self.h.upload("alice/dev", "alice", "pkg", "1.0", make_wheel("pkg", "1.0"))
         pip = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
-        self.assertEqual(self.h.request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": pip}).header("Content-Type"), SIMPLE_JSON)
-        odd = self.h.request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+html"})
+        self.assertEqual(
+            self.h.request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": pip}).header("Content-Type"),
+            SIMPLE_JSON,
+        )
+        odd = self.h.request(
+            "GET", "/alice/dev/+simple/pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+html"}
+        )
         self.assertEqual(odd.header("Content-Type"), "text/html; charset=utf-8")
         root = self.h.request("GET", "/alice/dev/+simple/", headers={"Accept": SIMPLE_JSON}).json()
         self.assertEqual(root["projects"], [{"name": "pkg"}])
@@ -102,7 +114,9 @@ class UploadTests(_Base):
         self.h.request("PATCH", "/alice/dev", ["volatile=False"], user="alice")
         same = self.assert_no_trace(self.h.upload, "alice/dev", "alice", "pkg", "1.0", wheel)
         self.assertEqual((same.code, same.phrase), (200, b"Upload of identical file to non volatile index."))
-        other = self.assert_no_trace(self.h.upload, "alice/dev", "alice", "pkg", "1.0", make_wheel("pkg", "1.0", extra="x"))
+        other = self.assert_no_trace(
+            self.h.upload, "alice/dev", "alice", "pkg", "1.0", make_wheel("pkg", "1.0", extra="x")
+        )
         self.assertEqual(other.code, 409)
         self.assertEqual(other.phrase, b"pkg-1.0-py3-none-any.whl already exists in non-volatile index")
         self.h.request("PATCH", "/alice/dev", ["volatile=True"], user="alice")
@@ -206,7 +220,9 @@ class UploadTests(_Base):
     def test_register_and_docs(self) -> None:
         """:action=submit registers metadata; doc zips upload, list and download."""
         body, ctype = multipart(upload_fields("pkg", "2.0", action="submit", summary="S"))
-        self.assertEqual(self.h.request("POST", "/alice/dev", raw=body, headers={"Content-Type": ctype}, user="alice").code, 200)
+        self.assertEqual(
+            self.h.request("POST", "/alice/dev", raw=body, headers={"Content-Type": ctype}, user="alice").code, 200
+        )
         self.assertEqual(self.h.request("GET", "/alice/dev/pkg/2.0").json()["result"]["summary"], "S")
         reply = self.h.upload("alice/dev", "alice", "pkg", "2.0", ("pkg-2.0.doc.zip", b"PK-docs"), action="doc_upload")
         self.assertEqual(reply.code, 200, reply.phrase)
@@ -303,7 +319,9 @@ class DeleteAndPushTests(_Base):
         self.assertEqual((head.code, head.header("Content-Range"), head.body), (206, f"bytes 0-9/{size}", b""))
         for asked in (f"bytes={size}-", "bytes=-0"):
             reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
-            self.assertEqual((reply.code, reply.header("Content-Range"), reply.body), (416, f"bytes */{size}", b""), asked)
+            self.assertEqual(
+                (reply.code, reply.header("Content-Range"), reply.body), (416, f"bytes */{size}", b""), asked
+            )
         for asked in ("bytes=0-1,4-5", "items=0-3", "bytes=abc", "bytes=9-2", "bytes=-"):
             reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
             self.assertEqual((reply.code, reply.body), (200, data), asked)
@@ -336,9 +354,16 @@ class DeleteAndPushTests(_Base):
         self.assertEqual(len([e for e in log if e[1] == "store_releasefile"]), 2)
         links = self.h.request("GET", "/alice/prod/pkg/1.0").json()["result"]["+links"]
         self.assertEqual(links[0]["log"][-1]["what"], "push")
-        self.assertEqual(self.h.request("GET", self._file_path("alice/prod", self.wheel), headers={"Accept": "*/*"}).body, self.wheel[1])
-        source_meta = self.h.request("GET", self._file_path("alice/dev", self.wheel) + ".metadata", headers={"Accept": "*/*"})
-        pushed_meta = self.h.request("GET", self._file_path("alice/prod", self.wheel) + ".metadata", headers={"Accept": "*/*"})
+        self.assertEqual(
+            self.h.request("GET", self._file_path("alice/prod", self.wheel), headers={"Accept": "*/*"}).body,
+            self.wheel[1],
+        )
+        source_meta = self.h.request(
+            "GET", self._file_path("alice/dev", self.wheel) + ".metadata", headers={"Accept": "*/*"}
+        )
+        pushed_meta = self.h.request(
+            "GET", self._file_path("alice/prod", self.wheel) + ".metadata", headers={"Accept": "*/*"}
+        )
         self.assertEqual((source_meta.code, pushed_meta.code), (200, 200))
         self.assertIn(b"Name: pkg", pushed_meta.body)
         self.assertEqual(pushed_meta.body, source_meta.body)
@@ -386,9 +411,9 @@ class DeleteAndPushTests(_Base):
         self.assertEqual(page["versions"], ["1.0", "2.0"])
         names = [f["filename"] for f in page["files"]]
         self.assertEqual(sorted(names), ["pkg-1.0-py3-none-any.whl", "pkg-1.0.tar.gz", "pkg-2.0-py3-none-any.whl"])
-        wheel = [f for f in page["files"] if f["filename"] == "pkg-1.0-py3-none-any.whl"][0]
+        wheel = next(f for f in page["files"] if f["filename"] == "pkg-1.0-py3-none-any.whl")
         self.assertTrue(wheel["url"].startswith("../../+f/"))
-        sdist = [f for f in page["files"] if f["filename"] == "pkg-1.0.tar.gz"][0]
+        sdist = next(f for f in page["files"] if f["filename"] == "pkg-1.0.tar.gz")
         self.assertTrue(sdist["url"].startswith("../../../dev/+f/"))
         project = self.h.request("GET", "/alice/derived/pkg/").json()["result"]
         self.assertEqual(len(project["1.0"]["+shadowing"]), 1)
@@ -396,7 +421,9 @@ class DeleteAndPushTests(_Base):
         self.assertNotIn("+shadowing", own["1.0"])
         listing = self.h.request("GET", "/alice/derived/+simple/", headers={"Accept": SIMPLE_JSON}).json()
         self.assertEqual(listing["projects"], [{"name": "pkg"}])
-        self.assertEqual(json.loads(self.h.request("GET", self._file_path("alice/dev", self.wheel)).body)["type"], "releasefilemeta")
+        self.assertEqual(
+            json.loads(self.h.request("GET", self._file_path("alice/dev", self.wheel)).body)["type"], "releasefilemeta"
+        )
 
 
 class PathSafetyTests(_Base):

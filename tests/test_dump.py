@@ -103,7 +103,15 @@ def doc_zip(text: str) -> bytes:
     return buf.getvalue()
 
 
-async def upload(client: Client, stage: str, user: str, name: str, version: str, archive: tuple[str, bytes], action: str = "file_upload") -> None:
+async def upload(
+    client: Client,
+    stage: str,
+    user: str,
+    name: str,
+    version: str,
+    archive: tuple[str, bytes],
+    action: str = "file_upload",
+) -> None:
     body, ctype = multipart(upload_fields(name, version, action, summary=f"{name} summary"), [("content", *archive)])
     await call_ok(client, "POST", f"/{stage}/", user=user, raw=body, content_type=ctype, accept="*/*")
 
@@ -116,7 +124,12 @@ async def populate(client: Client, ours: bool, cycle: bool = True) -> None:
     (devpi-server 6.20.3 cannot yank).
     """
     await client.login("root", "")
-    await call_ok(client, "PUT", "/alice", {"password": "alicepw", "email": "alice@example.org", "title": "Alice", "custom_data": {"k": [1, 2]}})
+    await call_ok(
+        client,
+        "PUT",
+        "/alice",
+        {"password": "alicepw", "email": "alice@example.org", "title": "Alice", "custom_data": {"k": [1, 2]}},
+    )
     await call_ok(client, "PUT", "/bob", {"password": "bobpw", "description": "Bob's"})
     await client.login("alice", "alicepw")
     await client.login("bob", "bobpw")
@@ -136,12 +149,16 @@ async def populate(client: Client, ours: bool, cycle: bool = True) -> None:
     await upload(client, "alice/dev", "alice", "hello.pkg", "2.0", make_sdist("hello.pkg", "2.0"))
     await upload(client, "alice/dev", "alice", "hello-pkg", "1.1", make_sdist("hello-pkg", "1.1"))
     await upload(client, "alice/dev", "alice", "hello-pkg", "1.1", make_sdist("hello-pkg", "1.1", extra="again"))
-    await upload(client, "alice/dev", "alice", "hello-pkg", "1.0", ("hello-pkg-1.0.doc.zip", doc_zip("docs")), "doc_upload")
+    await upload(
+        client, "alice/dev", "alice", "hello-pkg", "1.0", ("hello-pkg-1.0.doc.zip", doc_zip("docs")), "doc_upload"
+    )
     await upload(client, "alice/dev", "alice", "hello-pkg", "3.0", ("x", b""), "submit")
     await upload(client, "bob/a", "bob", "other", "0.1", make_wheel("other", "0.1"))
     version = await call_ok(client, "GET", "/alice/dev/hello-pkg/1.0")
     (sdist,) = [link["href"] for link in version["+links"] if link["href"].endswith(".tar.gz")]
-    await call_ok(client, "POST", sdist[len(client.url) :], {"testenvs": {"py": {"test": [{"retcode": 0}]}}}, accept="*/*")
+    await call_ok(
+        client, "POST", sdist[len(client.url) :], {"testenvs": {"py": {"test": [{"retcode": 0}]}}}, accept="*/*"
+    )
     push = {"name": "hello-pkg", "version": "1.0", "targetindex": "alice/prod"}
     await call_ok(client, "POST", "/alice/dev", push, user="alice")
     if ours:
@@ -220,7 +237,9 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(after, before)
         self.assertEqual(sorted(before["users"]), ["alice", "bob", "root"])
         version = before["alice/dev/hello-pkg"]["1.0"]
-        self.assertEqual([link["rel"] for link in version["+links"]], ["releasefile", "releasefile", "doczip", "toxresult"])
+        self.assertEqual(
+            [link["rel"] for link in version["+links"]], ["releasefile", "releasefile", "doczip", "toxresult"]
+        )
         self.assertEqual(before["alice/dev/hello-pkg"]["1.1"]["yanked"], "broken")
         self.assertEqual(before["alice/dev/hello-pkg"]["1.1"]["+links"][0]["log"][0]["what"], "overwrite")
         self.assertEqual(before["alice/dev/hello-pkg"]["2.0"]["name"], "hello.pkg")
@@ -267,10 +286,15 @@ class RoundTripTests(SynchronousTestCase):
         sdist = next(d for d in dev["files"] if d["relpath"].endswith("hello-pkg-1.0.tar.gz"))
         sdist_sha = sdist["entrymapping"]["hashes"]["sha256"]
         tox = by_type["toxresult"]
-        self.assertTrue(tox["relpath"].startswith(f"alice/dev/hello-pkg/sha256={sdist_sha}/hello-pkg-1.0.tar.gz.toxresult-"))
+        self.assertTrue(
+            tox["relpath"].startswith(f"alice/dev/hello-pkg/sha256={sdist_sha}/hello-pkg-1.0.tar.gz.toxresult-")
+        )
         self.assertEqual(tox["for_entrypath"], f"alice/dev/+f/{sdist_sha[:3]}/{sdist_sha[3:16]}/hello-pkg-1.0.tar.gz")
         releases = sorted(d["relpath"] for d in dev["files"] if d["type"] == "releasefile" and d["version"] == "1.0")
-        self.assertEqual(releases, ["alice/dev/hello-pkg/1.0/hello-pkg-1.0.tar.gz", "alice/dev/hello-pkg/1.0/hello_pkg-1.0-py3-none-any.whl"])
+        self.assertEqual(
+            releases,
+            ["alice/dev/hello-pkg/1.0/hello-pkg-1.0.tar.gz", "alice/dev/hello-pkg/1.0/hello_pkg-1.0-py3-none-any.whl"],
+        )
         mapping = by_type["doczip"]["entrymapping"]
         self.assertEqual(sorted(mapping), ["hash_spec", "hashes", "last_modified", "project", "version"])
         for desc in dev["files"]:
@@ -316,8 +340,15 @@ class RoundTripTests(SynchronousTestCase):
         os.makedirs(os.path.dirname(os.path.join(source.serverdir.files, relpath)))
         with open(os.path.join(source.serverdir.files, relpath), "wb") as f:
             f.write(data)
-        entry = {"url": url, "hashes": {"sha256": sha}, "hash_spec": f"sha256={sha}", "project": "cached",
-                 "version": "1.0", "size": len(data), "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT"}
+        entry = {
+            "url": url,
+            "hashes": {"sha256": sha},
+            "hash_spec": f"sha256={sha}",
+            "project": "cached",
+            "version": "1.0",
+            "size": len(data),
+            "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT",
+        }
         uncached = dict(entry, url=url + "2")
         del uncached["last_modified"]
 
@@ -336,7 +367,9 @@ class RoundTripTests(SynchronousTestCase):
         pypi = read_json(os.path.join(dump, "dataindex.json"))["indexes"]["root/pypi"]
         self.assertEqual(pypi["projects"], {"cached": {"1.0": {"name": "cached", "version": "1.0"}}})
         (desc,) = pypi["files"]
-        self.assertEqual((desc["relpath"], desc["entrymapping"]["url"]), ("root/pypi/cached/1.0/cached-1.0.tar.gz", url))
+        self.assertEqual(
+            (desc["relpath"], desc["entrymapping"]["url"]), ("root/pypi/cached/1.0/cached-1.0.tar.gz", url)
+        )
         target = self.mktemp()
         import_dump(target, dump)
         copy = harness_at(self, target)
@@ -361,7 +394,9 @@ class RoundTripTests(SynchronousTestCase):
         for p in seen:
             show(p)
         lines = plain.getvalue().splitlines()
-        self.assertIn(f"import: {stats.files}/{stats.files} files, {stats.bytes / 1e6:.1f}/{stats.bytes / 1e6:.1f} MB", lines)
+        self.assertIn(
+            f"import: {stats.files}/{stats.files} files, {stats.bytes / 1e6:.1f}/{stats.bytes / 1e6:.1f} MB", lines
+        )
         self.assertTrue(all("\r" not in line for line in lines))
 
         class Terminal(io.StringIO):
@@ -577,7 +612,10 @@ class CorruptDumpTests(SynchronousTestCase):
     def test_bases_cycle(self) -> None:
         """Indexes that are each other's bases are imported as they are, with a warning, and the import ends."""
         for name, base in (("x", "z"), ("y", "x"), ("z", "y")):
-            self.data["indexes"][f"bob/{name}"] = {"indexconfig": {"type": "stage", "bases": [f"bob/{base}"]}, "projects": []}
+            self.data["indexes"][f"bob/{name}"] = {
+                "indexconfig": {"type": "stage", "bases": [f"bob/{base}"]},
+                "projects": [],
+            }
         self.save()
         target = self.mktemp()
         stats = import_dump(target, self.dump)
@@ -645,24 +683,49 @@ class OldDumpTests(SynchronousTestCase):
             "secret": "c2VjcmV0",
             "users": {
                 "root": {"username": "root", "pwhash": hashlib.sha256(b"saltrootpw").hexdigest(), "pwsalt": "salt"},
-                "carol": {"username": "carol", "pwsalt": "pepper", "pwhash": hashlib.sha256(b"pepperpw").hexdigest(), "email": "c@example.org"},
+                "carol": {
+                    "username": "carol",
+                    "pwsalt": "pepper",
+                    "pwhash": hashlib.sha256(b"pepperpw").hexdigest(),
+                    "email": "c@example.org",
+                },
             },
             "indexes": {
                 "carol/old": {
-                    "indexconfig": {"type": "stage", "bases": ["root/pypi"], "volatile": True, "acl_upload": ["carol"],
-                                    "pypi_whitelist": ["hello-pkg"], "uploadtrigger_jenkins": None, "plugin_key": "x"},
+                    "indexconfig": {
+                        "type": "stage",
+                        "bases": ["root/pypi"],
+                        "volatile": True,
+                        "acl_upload": ["carol"],
+                        "pypi_whitelist": ["hello-pkg"],
+                        "uploadtrigger_jenkins": None,
+                        "plugin_key": "x",
+                    },
                     "projects": {
                         "hello-pkg": {"1.0": {"name": "hello-pkg", "version": "1.0", "summary": "s", "+doczip": "x"}},
                         "Hello.Pkg": {"0.9": {"name": "Hello.Pkg", "summary": "old"}},
                     },
                     "files": [
-                        {"type": "releasefile", "projectname": "hello-pkg", "relpath": f"carol/old/hello-pkg/1.0/{wheel_name}",
-                         "entrymapping": {"md5": hashlib.md5(wheel).hexdigest(), "last_modified": stamp}},
-                        {"type": "releasefile", "projectname": "Hello.Pkg", "relpath": f"carol/old/Hello.Pkg/0.9/{sdist_name}",
-                         "entrymapping": {"hash_spec": f"sha256={sdist_sha}", "last_modified": stamp}, "log": log},
-                        {"type": "toxresult", "projectname": "Hello.Pkg", "relpath": tox_path,
-                         "for_entrypath": f"carol/old/+f/{sdist_sha[:3]}/{sdist_sha[3:16]}/{sdist_name}",
-                         "entrymapping": {"hashes": {"sha256": sdist_sha}, "last_modified": stamp}},
+                        {
+                            "type": "releasefile",
+                            "projectname": "hello-pkg",
+                            "relpath": f"carol/old/hello-pkg/1.0/{wheel_name}",
+                            "entrymapping": {"md5": hashlib.md5(wheel).hexdigest(), "last_modified": stamp},
+                        },
+                        {
+                            "type": "releasefile",
+                            "projectname": "Hello.Pkg",
+                            "relpath": f"carol/old/Hello.Pkg/0.9/{sdist_name}",
+                            "entrymapping": {"hash_spec": f"sha256={sdist_sha}", "last_modified": stamp},
+                            "log": log,
+                        },
+                        {
+                            "type": "toxresult",
+                            "projectname": "Hello.Pkg",
+                            "relpath": tox_path,
+                            "for_entrypath": f"carol/old/+f/{sdist_sha[:3]}/{sdist_sha[3:16]}/{sdist_name}",
+                            "entrymapping": {"hashes": {"sha256": sdist_sha}, "last_modified": stamp},
+                        },
                         {"type": "doczip", "projectname": "hello-pkg", "relpath": "carol/old/hello-pkg-1.0.doc.zip"},
                     ],
                 },
@@ -670,12 +733,16 @@ class OldDumpTests(SynchronousTestCase):
             },
         }
         dump = self.mktemp()
-        write_dump(dump, data, {
-            f"carol/old/hello-pkg/1.0/{wheel_name}": wheel,
-            f"carol/old/Hello.Pkg/0.9/{sdist_name}": sdist,
-            tox_path: tox,
-            "carol/old/hello-pkg-1.0.doc.zip": docs,
-        })
+        write_dump(
+            dump,
+            data,
+            {
+                f"carol/old/hello-pkg/1.0/{wheel_name}": wheel,
+                f"carol/old/Hello.Pkg/0.9/{sdist_name}": sdist,
+                tox_path: tox,
+                "carol/old/hello-pkg-1.0.doc.zip": docs,
+            },
+        )
         target = self.mktemp()
         stats = import_dump(target, dump)
         self.assertEqual((stats.users, stats.indexes, stats.projects, stats.versions, stats.files), (2, 2, 1, 2, 4))
@@ -719,15 +786,26 @@ class OldDumpTests(SynchronousTestCase):
         index = {
             "indexconfig": {"type": "stage"},
             "projects": {"pkg": {"1.0": {"name": "pkg", "version": "1.0"}}},
-            "files": [{"type": "releasefile", "projectname": "pkg", "version": "1.0", "relpath": f"u/i/pkg/1.0/{name}",
-                       "entrymapping": {"md5": "0" * 32}}],
+            "files": [
+                {
+                    "type": "releasefile",
+                    "projectname": "pkg",
+                    "version": "1.0",
+                    "relpath": f"u/i/pkg/1.0/{name}",
+                    "entrymapping": {"md5": "0" * 32},
+                }
+            ],
         }
-        write_dump(dump, {"dumpversion": "2", "users": {"u": {"pwhash": "x"}}, "indexes": {"u/i": index}},
-                   {f"u/i/pkg/1.0/{name}": data})
+        write_dump(
+            dump,
+            {"dumpversion": "2", "users": {"u": {"pwhash": "x"}}, "indexes": {"u/i": index}},
+            {f"u/i/pkg/1.0/{name}": data},
+        )
         with self.assertRaises(DumpError) as e:
             import_dump(self.mktemp(), dump)
-        self.assertIn(f"index 'u/i': file u/i/pkg/1.0/{name}: md5 mismatch, the dump lists {'0' * 32}", str(e.exception))
-
+        self.assertIn(
+            f"index 'u/i': file u/i/pkg/1.0/{name}: md5 mismatch, the dump lists {'0' * 32}", str(e.exception)
+        )
 
 
 def minimal_dump() -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -735,23 +813,49 @@ def minimal_dump() -> tuple[dict[str, Any], dict[str, bytes]]:
     sdist = make_sdist("pkg", "1.0")[1]
     sha = hashlib.sha256(sdist).hexdigest()
     tox_path = f"u/i/pkg/sha256={sha}/pkg-1.0.tar.gz.toxresult-20200101000000-0"
-    files = {"u/i/pkg/1.0/pkg-1.0.tar.gz": sdist, tox_path: b"{}", "u/i/pkg-1.0.doc.zip": doc_zip("d"), "u/m/m/1.0/m-1.0.tar.gz": b"m"}
+    files = {
+        "u/i/pkg/1.0/pkg-1.0.tar.gz": sdist,
+        tox_path: b"{}",
+        "u/i/pkg-1.0.doc.zip": doc_zip("d"),
+        "u/m/m/1.0/m-1.0.tar.gz": b"m",
+    }
     stage = {
         "indexconfig": {"type": "stage"},
         "projects": {"pkg": {"1.0": {"name": "pkg", "version": "1.0"}}},
         "files": [
-            {"type": "releasefile", "projectname": "pkg", "version": "1.0", "relpath": "u/i/pkg/1.0/pkg-1.0.tar.gz",
-             "entrymapping": {"hashes": {"sha256": sha}}},
-            {"type": "toxresult", "projectname": "pkg", "version": "1.0", "relpath": tox_path,
-             "for_entrypath": f"u/i/+f/{sha[:3]}/{sha[3:16]}/pkg-1.0.tar.gz"},
+            {
+                "type": "releasefile",
+                "projectname": "pkg",
+                "version": "1.0",
+                "relpath": "u/i/pkg/1.0/pkg-1.0.tar.gz",
+                "entrymapping": {"hashes": {"sha256": sha}},
+            },
+            {
+                "type": "toxresult",
+                "projectname": "pkg",
+                "version": "1.0",
+                "relpath": tox_path,
+                "for_entrypath": f"u/i/+f/{sha[:3]}/{sha[3:16]}/pkg-1.0.tar.gz",
+            },
             {"type": "doczip", "projectname": "pkg", "version": "1.0", "relpath": "u/i/pkg-1.0.doc.zip"},
         ],
     }
     mirror = {
-        "indexconfig": {"type": "mirror", "mirror_url": "https://mirror.example/simple/", "mirror_whitelist_inheritance": "union"},
+        "indexconfig": {
+            "type": "mirror",
+            "mirror_url": "https://mirror.example/simple/",
+            "mirror_whitelist_inheritance": "union",
+        },
         "projects": {"m": {"1.0": {"name": "m", "version": "1.0"}}},
-        "files": [{"type": "releasefile", "projectname": "m", "version": "1.0", "relpath": "u/m/m/1.0/m-1.0.tar.gz",
-                   "entrymapping": {"url": "https://files.example/m-1.0.tar.gz"}}],
+        "files": [
+            {
+                "type": "releasefile",
+                "projectname": "m",
+                "version": "1.0",
+                "relpath": "u/m/m/1.0/m-1.0.tar.gz",
+                "entrymapping": {"url": "https://files.example/m-1.0.tar.gz"},
+            }
+        ],
     }
     return {"dumpversion": "2", "users": {"u": {"pwhash": "x"}}, "indexes": {"u/i": stage, "u/m": mirror}}, files
 
@@ -807,7 +911,10 @@ MALFORMED = [
     (_unversioned, "file u/i/pkg/1.0/pkg.tar.gz has no version"),
     (_set(f"{_I}|files|0|entrymapping", "x"), "pkg-1.0.tar.gz: its entrymapping is not an object"),
     (_set(f"{_I}|files|0|entrymapping|hashes", "x"), "pkg-1.0.tar.gz: its hashes are not an object"),
-    (_set(f"{_I}|files|0|entrymapping|hash_spec", "sha256=" + "0" * 64), "pkg-1.0.tar.gz: its hash_spec and hashes disagree"),
+    (
+        _set(f"{_I}|files|0|entrymapping|hash_spec", "sha256=" + "0" * 64),
+        "pkg-1.0.tar.gz: its hash_spec and hashes disagree",
+    ),
     (_set(f"{_I}|files|0|entrymapping|hashes", {"whirl": "00"}), "pkg-1.0.tar.gz: unknown hash type 'whirl'"),
     (_set(f"{_I}|files|1|for_entrypath", _DELETE), "toxresult-20200101000000-0 has no for_entrypath"),
     (_set(f"{_M}|files|0|entrymapping", {}), "m-1.0.tar.gz has no url in its entrymapping"),
@@ -832,8 +939,16 @@ class MalformedDumpTests(SynchronousTestCase):
         self.assertEqual((stats.indexes, stats.files), (2, 4))
         self.assertIn("index u/m: left out unknown keys mirror_whitelist_inheritance", stats.warnings)
         h = harness_at(self, target)
-        entry = self.successResultOf(h.store.read(lambda tx: tx.get(keys.file(f"u/m/+f/{hashlib.sha256(b'm').hexdigest()[:3]}/"
-                                                                         f"{hashlib.sha256(b'm').hexdigest()[3:16]}/m-1.0.tar.gz"))))
+        entry = self.successResultOf(
+            h.store.read(
+                lambda tx: tx.get(
+                    keys.file(
+                        f"u/m/+f/{hashlib.sha256(b'm').hexdigest()[:3]}/"
+                        f"{hashlib.sha256(b'm').hexdigest()[3:16]}/m-1.0.tar.gz"
+                    )
+                )
+            )
+        )
         self.assertEqual(entry["url"], "https://files.example/m-1.0.tar.gz")
 
     def test_malformed(self) -> None:
@@ -862,7 +977,9 @@ class MalformedDumpTests(SynchronousTestCase):
             files["u/i/older.doc.zip"] = doc_zip("older")
             stage["files"][1]["relpath"] = "u/i/pkg/result.json"
             stage["files"][0]["entrymapping"]["last_modified"] = "not a date"
-            stage["files"].insert(2, {"type": "doczip", "projectname": "pkg", "version": "1.0", "relpath": "u/i/older.doc.zip"})
+            stage["files"].insert(
+                2, {"type": "doczip", "projectname": "pkg", "version": "1.0", "relpath": "u/i/older.doc.zip"}
+            )
 
         target = self.mktemp()
         stats = import_dump(target, self.write(change))
@@ -944,7 +1061,9 @@ class ExportEdgeTests(SynchronousTestCase):
 
     def test_missing_entry(self) -> None:
         """A link without its file entry stops the export."""
-        relpath = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.version("alice/dev", "pkg", "1.0"))))["+elinks"][0]["entrypath"]
+        relpath = self.successResultOf(self.h.store.read(lambda tx: tx.get(keys.version("alice/dev", "pkg", "1.0"))))[
+            "+elinks"
+        ][0]["entrypath"]
         self.successResultOf(self.h.store.write(lambda tx: tx.delete(keys.file(relpath))))
         with self.assertRaises(DumpError) as e:
             export_dump(self.h.serverdir.path, self.mktemp())
@@ -960,10 +1079,14 @@ class ExportEdgeTests(SynchronousTestCase):
         self.change_version(drop)
         dump = self.mktemp()
         export_dump(self.h.serverdir.path, dump)
-        self.assertNotIn("upload_time", read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"][0])
+        self.assertNotIn(
+            "upload_time", read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"][0]
+        )
         target = self.mktemp()
         import_dump(target, dump)
-        page = harness_at(self, target).request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": SIMPLE_JSON}).json()
+        page = (
+            harness_at(self, target).request("GET", "/alice/dev/+simple/pkg/", headers={"Accept": SIMPLE_JSON}).json()
+        )
         self.assertRegex(page["files"][0]["upload-time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000000Z$")
 
     def test_mirror_file_without_project(self) -> None:
@@ -971,7 +1094,9 @@ class ExportEdgeTests(SynchronousTestCase):
         entry = {"url": "https://files.example/x", "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT"}
         self.successResultOf(self.h.store.write(lambda tx: tx.set(keys.file("root/pypi/+e/files.example/x"), entry)))
         stats = export_dump(self.h.serverdir.path, self.mktemp(), include_mirrored_files=True)
-        self.assertEqual(stats.warnings, ["root/pypi: root/pypi/+e/files.example/x has no project or version, not exported"])
+        self.assertEqual(
+            stats.warnings, ["root/pypi: root/pypi/+e/files.example/x has no project or version, not exported"]
+        )
 
     def test_dump_path_collision(self) -> None:
         """Doc zips of "a" 1-2 and "a-1" 2 share devpi's dump path; the second goes elsewhere and both come back."""
@@ -980,8 +1105,11 @@ class ExportEdgeTests(SynchronousTestCase):
             self.assertEqual(reply.code, 200, reply.body)
         dump = self.mktemp()
         export_dump(self.h.serverdir.path, dump)
-        paths = sorted(d["relpath"] for d in read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"]
-                       if d["type"] == "doczip")
+        paths = sorted(
+            d["relpath"]
+            for d in read_json(os.path.join(dump, "dataindex.json"))["indexes"]["alice/dev"]["files"]
+            if d["type"] == "doczip"
+        )
         self.assertEqual(paths[1], "alice/dev/a-1-2.doc.zip")
         self.assertRegex(paths[0], r"^alice/dev/\+[0-9a-f]{8}/a-1-2\.doc\.zip$")
         target = self.mktemp()
@@ -989,7 +1117,9 @@ class ExportEdgeTests(SynchronousTestCase):
         copy = harness_at(self, target)
         for name, version in (("a", "1-2"), ("a-1", "2")):
             (link,) = copy.request("GET", f"/alice/dev/{name}/{version}").json()["result"]["+links"]
-            self.assertEqual(copy.request("GET", link["href"][len(BASE) :], headers={"Accept": "*/*"}).body, doc_zip(name))
+            self.assertEqual(
+                copy.request("GET", link["href"][len(BASE) :], headers={"Accept": "*/*"}).body, doc_zip(name)
+            )
 
     def test_link_fallback(self) -> None:
         """When a hard link cannot be made, the caller is told to copy, with a warning."""
@@ -997,6 +1127,7 @@ class ExportEdgeTests(SynchronousTestCase):
         self.assertIsNone(_link(os.path.join(self.mktemp(), "gone"), self.mktemp(), warnings))
         (warning,) = warnings
         self.assertIn("copying files instead", warning)
+
 
 def comparable(views: dict[str, Any]) -> dict[str, Any]:
     """

@@ -90,11 +90,15 @@ class DevpiClientTests(_ServerCase):
 
         self.assert_ok(await devpi("use", server.url), f"using server: {server.url}/")
         self.assert_ok(await devpi("login", "root", "--password", ""), "logged in 'root'")
-        self.assert_ok(await devpi("user", "-c", "alice", "password=secret", "email=alice@example.org"), "user created: alice")
+        self.assert_ok(
+            await devpi("user", "-c", "alice", "password=secret", "email=alice@example.org"), "user created: alice"
+        )
         self.assert_ok(await devpi("user", "-c", "bob", "password=bobpw"), "user created: bob")
         self.assert_ok(await devpi("login", "alice", "--password", "secret"), "logged in 'alice'")
         self.assert_ok(await devpi("index", "-c", "dev", "bases=root/pypi"), "bases=root/pypi", "volatile=True")
-        self.assert_ok(await devpi("use", "alice/dev"), f"current devpi index: {server.url}/alice/dev (logged in as alice)")
+        self.assert_ok(
+            await devpi("use", "alice/dev"), f"current devpi index: {server.url}/alice/dev (logged in as alice)"
+        )
         self.assert_ok(await devpi("index", "dev", "volatile=False"), "volatile=False")
         self.assert_ok(await devpi("index", "dev", "acl_upload+=bob"), "acl_upload=alice,bob")
         self.assert_ok(await devpi("index", "-c", "prod", "volatile=False"), "volatile=False")
@@ -121,7 +125,9 @@ class DevpiClientTests(_ServerCase):
         self.assertEqual(rels, ["doczip", "releasefile", "releasefile", "toxresult"])
 
         pushed = await devpi("push", "hello-e2e==1.0", "alice/prod")
-        self.assert_ok(pushed, "200 register hello-e2e 1.0 -> alice/prod", "store_releasefile alice/prod/+f/", "store_doczip")
+        self.assert_ok(
+            pushed, "200 register hello-e2e 1.0 -> alice/prod", "store_releasefile alice/prod/+f/", "store_doczip"
+        )
         prod = get_json(f"{server.url}/alice/prod/hello-e2e/1.0")["result"]
         self.assertEqual(sorted(link["rel"] for link in prod["+links"]), rels)
 
@@ -158,17 +164,45 @@ class InstallerTests(_ServerCase):
         dists = []
         for version in ("1.0", "2.0"):
             project = make_project(work, "twined", version)
-            built = await run([sys.executable, "-m", "build", "--no-isolation", "--outdir", os.path.join(work, version), project])
+            built = await run(
+                [sys.executable, "-m", "build", "--no-isolation", "--outdir", os.path.join(work, version), project]
+            )
             self.assert_ok(built)
             dists.append(os.path.join(work, version))
         for url, dist in ((f"{server.url}/alice/dev/", dists[0]), (f"{server.url}/alice/dev", dists[1])):
             files = [os.path.join(dist, f) for f in sorted(os.listdir(dist))]
             result = await run(
-                [sys.executable, "-m", "twine", "upload", "--disable-progress-bar", "--repository-url", url, "-u", "alice", "-p", "pw", *files]
+                [
+                    sys.executable,
+                    "-m",
+                    "twine",
+                    "upload",
+                    "--disable-progress-bar",
+                    "--repository-url",
+                    url,
+                    "-u",
+                    "alice",
+                    "-p",
+                    "pw",
+                    *files,
+                ]
             )
             self.assert_ok(result)
         bad = await run(
-            [sys.executable, "-m", "twine", "upload", "--non-interactive", "--repository-url", f"{server.url}/alice/dev/", "-u", "alice", "-p", "wrong", files[0]]
+            [
+                sys.executable,
+                "-m",
+                "twine",
+                "upload",
+                "--non-interactive",
+                "--repository-url",
+                f"{server.url}/alice/dev/",
+                "-u",
+                "alice",
+                "-p",
+                "wrong",
+                files[0],
+            ]
         )
         self.assertGreater(bad.code, 0, str(bad))
         self.assertIn("401", bad.output)
@@ -180,17 +214,33 @@ class InstallerTests(_ServerCase):
         self.assert_ok(await run([sys.executable, "-m", "venv", pipvenv]))
         pip = os.path.join(pipvenv, "bin", "pip")
         self.assert_ok(
-            await run([pip, "install", "--no-cache-dir", "--index-url", index, "twined==1.0"], env={"PIP_CONFIG_FILE": os.devnull}),
+            await run(
+                [pip, "install", "--no-cache-dir", "--index-url", index, "twined==1.0"],
+                env={"PIP_CONFIG_FILE": os.devnull},
+            ),
             "Successfully installed twined-1.0",
         )
         self.assert_ok(
-            await run([pip, "install", "--no-cache-dir", "--index-url", index, "--upgrade", "twined"], env={"PIP_CONFIG_FILE": os.devnull}),
+            await run(
+                [pip, "install", "--no-cache-dir", "--index-url", index, "--upgrade", "twined"],
+                env={"PIP_CONFIG_FILE": os.devnull},
+            ),
             "Successfully installed twined-2.0",
         )
         uvvenv = os.path.join(work, "uvvenv")
         self.assert_ok(await run([bin_path("uv"), "venv", "-q", uvvenv]))
         uv = await run(
-            [bin_path("uv"), "pip", "install", "--no-cache", "--python", os.path.join(uvvenv, "bin", "python"), "--index-url", index, "twined==2.0"]
+            [
+                bin_path("uv"),
+                "pip",
+                "install",
+                "--no-cache",
+                "--python",
+                os.path.join(uvvenv, "bin", "python"),
+                "--index-url",
+                index,
+                "twined==2.0",
+            ]
         )
         self.assert_ok(uv, "twined==2.0")
 

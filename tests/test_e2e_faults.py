@@ -37,9 +37,21 @@ class _TmpfsServer(ServerProcess):
         if os.geteuid() != 0:
             unshare.append("--map-root-user")
         argv = [
-            *unshare, "sh", "-c", _MOUNT, self.mountpoint,
-            *TWISTD, "-n", "--pidfile=", "devpi",
-            "--serverdir", self.serverdir, "--host", "127.0.0.1", "--port", "0",
+            *unshare,
+            "sh",
+            "-c",
+            _MOUNT,
+            self.mountpoint,
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "devpi",
+            "--serverdir",
+            self.serverdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
         ]
         self._transport = reactor.spawnProcess(self._protocol, "/usr/bin/unshare", argv, env=checkout_env())
         self.port = await self._protocol.started
@@ -55,10 +67,16 @@ def _upload(port: int, token: str, version: str) -> tuple[int, str, dict]:  # ty
     body, ctype = multipart(upload_fields("hello-pkg", version), [("content", filename, wheel)])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        conn.request(
+            "POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)}
+        )
         response = conn.getresponse()
         raw = response.read()
-        return response.status, response.getheader("Content-Type") or "", json.loads(raw) if raw.startswith(b"{") else {}
+        return (
+            response.status,
+            response.getheader("Content-Type") or "",
+            json.loads(raw) if raw.startswith(b"{") else {},
+        )
     finally:
         conn.close()
 
@@ -66,7 +84,12 @@ def _upload(port: int, token: str, version: str) -> tuple[int, str, dict]:  # ty
 def _put(port: int, path: str, body: object) -> tuple[int, str, dict]:  # type: ignore[type-arg]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("PUT", path, body=json.dumps(body), headers={"Content-Type": "application/json", "Accept": "application/json"})
+        conn.request(
+            "PUT",
+            path,
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         response = conn.getresponse()
         return response.status, response.getheader("Content-Type") or "", json.loads(response.read())
     finally:
@@ -134,10 +157,26 @@ class StartTests(_ServerCase):
             port = taken.getsockname()[1]
             serverdir = os.path.abspath(self.mktemp())
             for extra in ([], ["--workers", "1"]):
-                result = await run([*TWISTD, "-n", "--pidfile=", "devpi", "--serverdir", serverdir, "--host", "127.0.0.1", "--port", str(port), *extra])
+                result = await run(
+                    [
+                        *TWISTD,
+                        "-n",
+                        "--pidfile=",
+                        "devpi",
+                        "--serverdir",
+                        serverdir,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        *extra,
+                    ]
+                )
                 self.assertEqual(result.code, 2, str(result))
                 lines = [line for line in result.output.splitlines() if line.strip()]
-                self.assertEqual(lines, [f"twistd devpi: error: cannot listen on 127.0.0.1:{port}: Address already in use"])
+                self.assertEqual(
+                    lines, [f"twistd devpi: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+                )
                 self.assertFalse(os.path.exists(serverdir))
 
     async def test_says_what_it_did(self) -> None:
@@ -147,8 +186,13 @@ class StartTests(_ServerCase):
         """
         server = await self.start_server()
         await eventually(lambda: "(serial 0)" in server.output)
-        self.assertIn(f"serving http://127.0.0.1:{server.port}/ from {os.path.abspath(server.serverdir)} (serial 0)", server.output)
-        self.assertIn("was not a server directory: initialised a new one with user root, whose password is EMPTY", server.output)
+        self.assertIn(
+            f"serving http://127.0.0.1:{server.port}/ from {os.path.abspath(server.serverdir)} (serial 0)",
+            server.output,
+        )
+        self.assertIn(
+            "was not a server directory: initialised a new one with user root, whose password is EMPTY", server.output
+        )
         await server.stop()
         again = ServerProcess(server.serverdir)
         await again.start()

@@ -74,11 +74,22 @@ class MirrorEndToEndTests(_ServerCase):
         uvvenv = os.path.join(work, "uvvenv")
         self.assert_ok(await run([bin_path("uv"), "venv", "-q", uvvenv]))
         uv = await run(
-            [bin_path("uv"), "pip", "install", "--no-cache", "--python", os.path.join(uvvenv, "bin", "python"),
-             "--index-url", index, "beta"]
+            [
+                bin_path("uv"),
+                "pip",
+                "install",
+                "--no-cache",
+                "--python",
+                os.path.join(uvvenv, "bin", "python"),
+                "--index-url",
+                index,
+                "beta",
+            ]
         )
         self.assert_ok(uv, "beta==1.5")
-        downloads = {path: n for path, n in up.requests.items() if path.startswith("/files/") and not path.endswith(".metadata")}
+        downloads = {
+            path: n for path, n in up.requests.items() if path.startswith("/files/") and not path.endswith(".metadata")
+        }
         self.assertEqual(downloads, {"/files/alpha-1.0-py3-none-any.whl": 1, "/files/beta-1.5-py3-none-any.whl": 1})
 
     async def test_concurrent_downloads_and_kill(self) -> None:

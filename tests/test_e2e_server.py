@@ -33,10 +33,14 @@ def _files(serverdir: str) -> list[str]:
 def upload(port: int, token: str, name: str, version: str, data: bytes | None = None, **fields: str) -> int:
     """POST one wheel to root/dev of the server on C{port} as root; the status."""
     filename, wheel = make_wheel(name, version)
-    body, ctype = multipart(upload_fields(name, version, **fields), [("content", filename, wheel if data is None else data)])
+    body, ctype = multipart(
+        upload_fields(name, version, **fields), [("content", filename, wheel if data is None else data)]
+    )
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        conn.request(
+            "POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)}
+        )
         return conn.getresponse().status
     finally:
         conn.close()
@@ -72,7 +76,9 @@ class ServerProcessTests(_ServerCase):
         name, data = make_wheel("big", "1.0", extra="x" * 20000)
         body, ctype = multipart(upload_fields("big", "1.0"), [("content", name, data + os.urandom(8000))])
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)})
+        conn.request(
+            "POST", "/root/dev/", body=body, headers={"Content-Type": ctype, "X-Devpi-Auth": basic("root", token)}
+        )
         response = conn.getresponse()
         self.assertEqual(response.status, 413)
         self.assertEqual(json.loads(response.read())["message"], "request body too large")

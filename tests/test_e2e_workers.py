@@ -62,14 +62,17 @@ class WorkerTests(_ServerCase):
         for i in range(12):
             name, data = make_wheel("spread", f"1.{i}")
             body, ctype = multipart(upload_fields("spread", f"1.{i}"), [("content", name, data)])
-            response = await self.client.post(f"{server.url}/root/dev/", body, headers={"Content-Type": [ctype], **auth})
+            response = await self.client.post(
+                f"{server.url}/root/dev/", body, headers={"Content-Type": [ctype], **auth}
+            )
             self.assertEqual(response.code, 200)
             await response.content()
             serials.append(int(response.headers.getRawHeaders("X-Devpi-Serial")[0]))
             # new connections land on any of the three processes (see test_spread_restart_and_stop)
             for _ in range(3):
                 page = await self.client.get(
-                    f"{server.url}/root/dev/+simple/spread/", headers={"Accept": ["application/vnd.pypi.simple.v1+json"]}
+                    f"{server.url}/root/dev/+simple/spread/",
+                    headers={"Accept": ["application/vnd.pypi.simple.v1+json"]},
                 )
                 files = [f["filename"] for f in (await page.json())["files"]]
                 self.assertIn(name, files)

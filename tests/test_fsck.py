@@ -37,7 +37,9 @@ class FsckTests(SynchronousTestCase):
     def test_clean(self) -> None:
         """A consistent server passes with status 0."""
         report = fsck(self.h.serverdir.path)
-        self.assertEqual((report.ok, report.status, report.errors, report.warnings, report.checked), (True, 0, [], [], 2))
+        self.assertEqual(
+            (report.ok, report.status, report.errors, report.warnings, report.checked), (True, 0, [], [], 2)
+        )
         self.assertEqual(report.serial, self.h.store.current_serial())
         text = report.text()
         self.assertIn(f"INFO    serverdir: {self.h.serverdir.path}\n", text)
@@ -51,7 +53,9 @@ class FsckTests(SynchronousTestCase):
         for checksum in (True, False):
             report = fsck(self.h.serverdir.path, checksum=checksum)
             self.assertEqual(report.status, 1)
-            self.assertEqual(report.errors, [f"{self.relpath(self.sdist)} - size mismatch, expected {len(self.sdist[1])}, got 10"])
+            self.assertEqual(
+                report.errors, [f"{self.relpath(self.sdist)} - size mismatch, expected {len(self.sdist[1])}, got 10"]
+            )
             self.assertTrue(report.text().endswith(FATAL + "\n"))
 
     def test_corrupted(self) -> None:
@@ -63,7 +67,10 @@ class FsckTests(SynchronousTestCase):
         report = fsck(self.h.serverdir.path)
         (error,) = report.errors
         sha = hashlib.sha256(self.sdist[1]).hexdigest()
-        self.assertEqual(error, f"{self.relpath(self.sdist)} - sha256 mismatch, expected {sha}, got {hashlib.sha256(data).hexdigest()}")
+        self.assertEqual(
+            error,
+            f"{self.relpath(self.sdist)} - sha256 mismatch, expected {sha}, got {hashlib.sha256(data).hexdigest()}",
+        )
         self.assertEqual(fsck(self.h.serverdir.path, checksum=False).status, 0)
 
     def test_missing(self) -> None:
@@ -97,12 +104,19 @@ class FsckTests(SynchronousTestCase):
 
     def test_mirror_missing_is_warning(self) -> None:
         """A cached mirror file that is gone is only a warning; entries never downloaded are skipped."""
-        entry = {"url": "https://files.example/m-1.0.tar.gz", "hashes": {"sha256": "a" * 64}, "project": "m",
-                 "version": "1.0", "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT"}
+        entry = {
+            "url": "https://files.example/m-1.0.tar.gz",
+            "hashes": {"sha256": "a" * 64},
+            "project": "m",
+            "version": "1.0",
+            "last_modified": "Sun, 22 Nov 2026 00:00:00 GMT",
+        }
 
         def add(tx: Any) -> None:
             tx.set(keys.file("root/pypi/+f/aaa/aaaaaaaaaaaaa/m-1.0.tar.gz"), entry)
-            tx.set(keys.file("root/pypi/+f/bbb/bbbbbbbbbbbbb/m-2.0.tar.gz"), {"url": "https://files.example/m-2.0.tar.gz"})
+            tx.set(
+                keys.file("root/pypi/+f/bbb/bbbbbbbbbbbbb/m-2.0.tar.gz"), {"url": "https://files.example/m-2.0.tar.gz"}
+            )
             # a file without recorded hashes can only be checked for existence
             tx.set(keys.file("root/pypi/+e/files.example/m-3.0.tar.gz"), dict(entry, hashes={}))
 
@@ -111,8 +125,10 @@ class FsckTests(SynchronousTestCase):
         open(os.path.join(self.h.serverdir.files, "root/pypi/+e/files.example/m-3.0.tar.gz"), "w").close()
         report = fsck(self.h.serverdir.path)
         self.assertEqual((report.status, report.checked, report.errors), (0, 4, []))
-        self.assertEqual(report.warnings, ["Missing file root/pypi/+f/aaa/aaaaaaaaaaaaa/m-1.0.tar.gz",
-                                           "A total of 1 files are missing in mirrors."])
+        self.assertEqual(
+            report.warnings,
+            ["Missing file root/pypi/+f/aaa/aaaaaaaaaaaaa/m-1.0.tar.gz", "A total of 1 files are missing in mirrors."],
+        )
         self.assertIn("WARNING A total of 1 files are missing in mirrors.\n", report.text())
 
     def test_not_a_server(self) -> None:

@@ -251,15 +251,33 @@ class GeneratedFilesTests(SynchronousTestCase):
         # 80 and 443; the copy under test listens on unprivileged ports
         listens = iter(range(8041, 8100))
         text, count = re.subn(
-            r"\n    listen \d+( ssl)?;\n", lambda m: f"\n    listen 127.0.0.1:{next(listens)}{m.group(1) or ''};\n", text
+            r"\n    listen \d+( ssl)?;\n",
+            lambda m: f"\n    listen 127.0.0.1:{next(listens)}{m.group(1) or ''};\n",
+            text,
         )
         self.assertEqual(count, len(re.findall(r"\blisten\b", text)))
         if "ssl_certificate" in text:
             # the certificate paths are placeholders: a throwaway pair stands in
             cert, key = os.path.join(prefix, "cert.pem"), os.path.join(prefix, "key.pem")
             subprocess.run(
-                [_tool("openssl", "openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-                + ["-nodes", "-days", "1", "-subj", "/CN=test", "-keyout", key, "-out", cert],
+                [
+                    _tool("openssl", "openssl"),
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=test",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -513,7 +531,9 @@ class GeneratedFilesTests(SynchronousTestCase):
             )
             self.assertIsNone(_nginx_regex(file_location.group(1)).match(uri[len("/devpi") :]))
             self.assertEqual(re.sub(rewrite.group(1), r"\1", "/devpi/+api"), "/+api")
-            self.assertEqual(re.sub(rewrite.group(1), r"\1", "/devpi/alice/dev/+simple/pkg/"), "/alice/dev/+simple/pkg/")
+            self.assertEqual(
+                re.sub(rewrite.group(1), r"\1", "/devpi/alice/dev/+simple/pkg/"), "/alice/dev/+simple/pkg/"
+            )
         simple = re.search(r"location ~ (\S+) \{\n\s+rewrite", _read(paths[2]))
         assert simple is not None
         self.assertTrue(_nginx_regex(simple.group(1)).match("/devpi/root/pypi/+simple/requests/"))
@@ -525,7 +545,9 @@ class GeneratedFilesTests(SynchronousTestCase):
         characters in it are escaped for nginx's regex locations.
         """
         site = outside_site("http://h.example//a.b/%7Ec++//")
-        self.assertEqual((site.origin, site.prefix, site.url), ("http://h.example", "/a.b/~c++", "http://h.example/a.b/~c++"))
+        self.assertEqual(
+            (site.origin, site.prefix, site.url), ("http://h.example", "/a.b/~c++", "http://h.example/a.b/~c++")
+        )
         self.assertIsNone(outside_site(None).url)
         text = _read(self.generate([], outside_url="http://h.example/a.b/~c++/")[2])
         self.assertIn("rewrite ^/a\\.b/\\~c\\+\\+(/.*)$ $1 break;", text)
@@ -578,8 +600,17 @@ class GeneratedFilesTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions(
-            ["--serverdir", "srv", "--gen-config", "--gen-config-user", "pypi", "--max-request-body-size", "2048"]
-            + ["--outside-url", "https://pypi.example.org/devpi/"]
+            [
+                "--serverdir",
+                "srv",
+                "--gen-config",
+                "--gen-config-user",
+                "pypi",
+                "--max-request-body-size",
+                "2048",
+                "--outside-url",
+                "https://pypi.example.org/devpi/",
+            ]
         )
         self.patch(sys, "stdout", io.StringIO())
         self.assertEqual(tap._one_shot(options, ServerDir(options["serverdir"])), 0)

@@ -49,7 +49,11 @@ class CompatibilityTests(_Base):
         exactly, whatever the client accepts.
         """
         for accept in ("application/json", "*/*", "text/plain", ""):
-            for method, path in (("GET", "/alice/dev/+f/abc/def/nothing-1.0.tar.gz"), ("GET", "/nobody/x"), ("PUT", "/x/y/z/w/v")):
+            for method, path in (
+                ("GET", "/alice/dev/+f/abc/def/nothing-1.0.tar.gz"),
+                ("GET", "/nobody/x"),
+                ("PUT", "/x/y/z/w/v"),
+            ):
                 reply = self.h.request(method, path, headers={"Accept": accept})
                 self.assertIn(reply.code, (404, 405), (accept, path))
                 self.assertEqual(reply.header("Content-Type"), "application/json", (accept, path))
@@ -57,7 +61,9 @@ class CompatibilityTests(_Base):
 
     def test_refused_toxresult_is_json(self) -> None:
         """A refused tox result upload is a 403 in the JSON envelope, for any Accept."""
-        self.assertEqual(self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200)
+        self.assertEqual(
+            self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200
+        )
         self.h.request("PATCH", "/alice/dev", ["acl_toxresult_upload=alice"], user="alice")
         link = self.h.request("GET", "/alice/dev/hello-pkg/1.0").json()["result"]["+links"][0]["href"]
         path = link.split("127.0.0.1:3141", 1)[1]
@@ -84,7 +90,9 @@ class BadJSONTests(_Base):
     def test_deep_nesting(self) -> None:
         """Deeply nested JSON anywhere is a 400, never a 500 or a RecursionError."""
         deep = b"[" * 1000
-        deeper_than_allowed = json.dumps({"custom_data": json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH), "password": "x"})
+        deeper_than_allowed = json.dumps(
+            {"custom_data": json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH), "password": "x"}
+        )
         for method, path, raw, user in (
             ("POST", "/+login", deep, None),
             ("PUT", "/bob", deep, None),
@@ -133,13 +141,17 @@ class BadJSONTests(_Base):
         self.assertIn("user config too large", reply.json()["message"])
         self.assertEqual(self.h.request("PATCH", "/alice/dev", {"description": chunk}, user="alice").code, 200)
         self.assertEqual(self.h.request("PATCH", "/alice/dev", {"title": chunk}, user="alice").code, 200)
-        reply = self.assert_no_trace(self.h.request, "PATCH", "/alice/dev", [f"acl_upload+=u{i}{chunk[:200]}" for i in range(120)], user="alice")
+        reply = self.assert_no_trace(
+            self.h.request, "PATCH", "/alice/dev", [f"acl_upload+=u{i}{chunk[:200]}" for i in range(120)], user="alice"
+        )
         self.assertEqual(reply.code, 400)
         self.assertIn("index config too large", reply.json()["message"])
 
     def test_bad_toxresult(self) -> None:
         """A tox result that is not JSON, too deep or not finite is a 400 and nothing is stored."""
-        self.assertEqual(self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200)
+        self.assertEqual(
+            self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200
+        )
         link = self.h.request("GET", "/alice/dev/hello-pkg/1.0").json()["result"]["+links"][0]["href"]
         path = link.split("127.0.0.1:3141", 1)[1]
         for raw in (b"{", b"[" * 5000, b'{"x": NaN}'):
@@ -152,7 +164,11 @@ class BadUploadTests(_Base):
     def test_control_characters_in_file_name(self) -> None:
         """A file name with a TAB, C{\\x01} or DEL is refused; nothing is stored."""
         _, data = make_wheel("hello-pkg", "1.0")
-        for bad in ("hello_pkg-1.0-py3-none\tany.whl", "hello_pkg-1.0-py3-none-\x01any.whl", "hello_pkg-1.0\x7f-py3-none-any.whl"):
+        for bad in (
+            "hello_pkg-1.0-py3-none\tany.whl",
+            "hello_pkg-1.0-py3-none-\x01any.whl",
+            "hello_pkg-1.0\x7f-py3-none-any.whl",
+        ):
             body, ctype = multipart(upload_fields("hello-pkg", "1.0"), [("content", bad, data)])
             reply = self.assert_no_trace(
                 self.h.request, "POST", "/alice/dev/", raw=body, headers={"Content-Type": ctype}, user="alice"
@@ -164,7 +180,9 @@ class BadUploadTests(_Base):
 class RedirectTests(_Base):
     def test_location_is_percent_encoded(self) -> None:
         """Characters from the request path go into C{Location} percent-encoded."""
-        self.assertEqual(self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200)
+        self.assertEqual(
+            self.h.upload("alice/dev", "alice", "hello-pkg", "1.0", make_wheel("hello-pkg", "1.0")).code, 200
+        )
         cases = [
             ("/alice/dev/Hello_Pkg/1.0%22%3Cx%3E%20y", "/alice/dev/hello-pkg/1.0%22%3Cx%3E%20y"),
             ("/alice/dev/Hello_Pkg/1.0%E2%82%AC", "/alice/dev/hello-pkg/1.0%E2%82%AC"),
@@ -190,8 +208,12 @@ class UploadPermissionTests(_Base):
         self.h.create_user("bob")
         body = b"--x\r\nnot a multipart body"
         reply = self.assert_no_trace(
-            self.h.request, "POST", "/alice/dev/", raw=body,
-            headers={"Content-Type": "multipart/form-data; boundary=x"}, user="bob",
+            self.h.request,
+            "POST",
+            "/alice/dev/",
+            raw=body,
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+            user="bob",
         )
         self.assertEqual((reply.code, reply.phrase), (403, b"no permission to submit"))
         reply = self.h.request(
@@ -220,7 +242,9 @@ class UploadPermissionTests(_Base):
         body, ctype = multipart(upload_fields("hello-pkg", "1.0"), [("content", *archive)])
         serial = self.h.store.current_serial()
         pending = self.h.treq.request(
-            "POST", "http://127.0.0.1:3141/alice/dev/", data=body,
+            "POST",
+            "http://127.0.0.1:3141/alice/dev/",
+            data=body,
             headers={"Content-Type": [ctype], "X-Devpi-Auth": [basic("alice", self.h.auth["alice"])]},
         )
         self.h.flush()

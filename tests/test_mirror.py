@@ -341,9 +341,7 @@ class LinkLayoutTests(_MirrorBase):
         for filename, relpath in expected.items():
             upstream_path = next(p for p in self.up.blobs if p.endswith("/" + filename))
             self.assert_kept(relpath, self.up.blobs[upstream_path])
-        self.assertEqual(
-            sorted(f for f in self.h.stored_files() if not f.startswith(".")), sorted(expected.values())
-        )
+        self.assertEqual(sorted(f for f in self.h.stored_files() if not f.startswith(".")), sorted(expected.values()))
 
     def test_json_links_quoted_names(self) -> None:
         """A PEP 691 page with percent-quoted URLs (and names) gives the same layout as HTML."""

@@ -100,9 +100,7 @@ class CheckNameTests(_APIErrorMixin, SynchronousTestCase):
         """
         for char in "!\"#$%&'()*+,/:;<=>?[\\]^`{|}~ \x00\x01\t\n\x1f\x7f":
             name = f"bo{char}b"
-            self.assertAPIError(
-                400, f"username {name!r} {NAME_ERROR}", check_name, "username", name
-            )
+            self.assertAPIError(400, f"username {name!r} {NAME_ERROR}", check_name, "username", name)
 
     def test_message_names_kind(self) -> None:
         """
@@ -110,8 +108,7 @@ class CheckNameTests(_APIErrorMixin, SynchronousTestCase):
         """
         self.assertAPIError(
             400,
-            "username 'bo!b' contains characters that aren't allowed. "
-            "Any ascii symbol besides -.@_ is blocked.",
+            "username 'bo!b' contains characters that aren't allowed. Any ascii symbol besides -.@_ is blocked.",
             check_name,
             "username",
             "bo!b",
@@ -200,8 +197,7 @@ class CheckFilenameTests(_APIErrorMixin, SynchronousTestCase):
             check_filename(f"pkg-1.0{suffix.upper()}", "pkg", "1.0")
         self.assertEqual(
             set(ARCHIVE_SUFFIXES),
-            {".exe", ".tar.gz", ".bz2", ".rpm", ".deb", ".zip", ".tgz", ".egg", ".dmg", ".msi",
-             ".whl"},
+            {".exe", ".tar.gz", ".bz2", ".rpm", ".deb", ".zip", ".tgz", ".egg", ".dmg", ".msi", ".whl"},
         )
 
     def test_not_an_archive(self) -> None:
@@ -209,7 +205,11 @@ class CheckFilenameTests(_APIErrorMixin, SynchronousTestCase):
         Other suffixes are rejected with devpi's message.
         """
         self.assertAPIError(
-            400, "'pkg-1.0.txt' is not a valid archive name", check_filename, "pkg-1.0.txt", "pkg",
+            400,
+            "'pkg-1.0.txt' is not a valid archive name",
+            check_filename,
+            "pkg-1.0.txt",
+            "pkg",
             "1.0",
         )
         self.assertAPIError(400, None, check_filename, "pkg-1.0.tar", "pkg", "1.0")
@@ -235,9 +235,7 @@ class CheckFilenameTests(_APIErrorMixin, SynchronousTestCase):
             "pkg",
             "1.0",
         )
-        self.assertAPIError(
-            400, None, check_filename, "pkg-1.0-local-py3-none-any.whl", "pkg", "1.0+local"
-        )
+        self.assertAPIError(400, None, check_filename, "pkg-1.0-local-py3-none-any.whl", "pkg", "1.0+local")
 
     def test_project_mismatch(self) -> None:
         """
@@ -269,9 +267,7 @@ class CheckFilenameTests(_APIErrorMixin, SynchronousTestCase):
             "",
             "pkg-1.0" + "x" * 250 + ".whl",
         ):
-            self.assertAPIError(
-                400, f"invalid filename {filename!r}", check_filename, filename, "pkg", "1.0"
-            )
+            self.assertAPIError(400, f"invalid filename {filename!r}", check_filename, filename, "pkg", "1.0")
 
 
 # -- metadata -------------------------------------------------------------------
@@ -495,9 +491,7 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
         """
         Stage-only keys that are not silently dropped are unknown for mirrors.
         """
-        self.assertAPIError(
-            400, None, self.validate, {"type": "mirror", "mirror_whitelist_inheritance": "union"}
-        )
+        self.assertAPIError(400, None, self.validate, {"type": "mirror", "mirror_whitelist_inheritance": "union"})
 
     def test_mirror_url_must_be_url(self) -> None:
         """
@@ -523,9 +517,7 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
                 self.validate,
                 {"type": "mirror", "mirror_cache_expiry": value},
             )
-        self.assertEqual(
-            self.validate({"type": "mirror", "mirror_cache_expiry": 0})["mirror_cache_expiry"], 0
-        )
+        self.assertEqual(self.validate({"type": "mirror", "mirror_cache_expiry": 0})["mirror_cache_expiry"], 0)
 
     def test_booleans(self) -> None:
         """
@@ -546,9 +538,7 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
         Anything else, including C{maybe}, C{1} and C{""}, is refused with
         devpi's message.
         """
-        self.assertAPIError(
-            400, "Unknown boolean value 'maybe'.", self.validate, {"volatile": "maybe"}
-        )
+        self.assertAPIError(400, "Unknown boolean value 'maybe'.", self.validate, {"volatile": "maybe"})
         self.assertAPIError(
             400,
             "Unknown boolean value 'maybe'.",
@@ -612,9 +602,7 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
         A base that is not C{user/index} is refused with devpi's message.
         """
         for spec in ("x", "a/b/c", "/b", "a/"):
-            self.assertAPIError(
-                400, f"invalid base index spec: {spec!r}", self.validate, {"bases": [spec]}
-            )
+            self.assertAPIError(400, f"invalid base index spec: {spec!r}", self.validate, {"bases": [spec]})
 
     def test_errors_joined(self) -> None:
         """
@@ -640,15 +628,11 @@ class ValidateIxconfigTests(_APIErrorMixin, SynchronousTestCase):
         C{intersection} or C{union}.
         """
         self.assertEqual(
-            self.validate({"mirror_whitelist_inheritance": "UNION"})[
-                "mirror_whitelist_inheritance"
-            ],
+            self.validate({"mirror_whitelist_inheritance": "UNION"})["mirror_whitelist_inheritance"],
             "union",
         )
         for value in ("both", 1, None):
-            self.assertAPIError(
-                400, None, self.validate, {"mirror_whitelist_inheritance": value}
-            )
+            self.assertAPIError(400, None, self.validate, {"mirror_whitelist_inheritance": value})
 
     def test_unknown_keys_rejected(self) -> None:
         """
@@ -708,9 +692,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
         unwrapped.
         """
         current = self.current()
-        new = apply_patch(
-            current, {"type": "indexconfig", "result": dict(current, title="New")}
-        )
+        new = apply_patch(current, {"type": "indexconfig", "result": dict(current, title="New")})
         self.assertEqual(new, dict(current, title="New"))
 
     def test_dict_type_change(self) -> None:
@@ -718,9 +700,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
         Changing C{type} in object form is refused; repeating it is fine.
         """
         current = self.current()
-        self.assertAPIError(
-            400, "the 'type' of an index can't be changed", apply_patch, current, {"type": "mirror"}
-        )
+        self.assertAPIError(400, "the 'type' of an index can't be changed", apply_patch, current, {"type": "mirror"})
         self.assertAPIError(
             400,
             "the 'type' of an index can't be changed",
@@ -738,9 +718,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
         new = apply_patch(self.current(), ["volatile=False", "title=a=b"])
         self.assertEqual(new["volatile"], "False")
         self.assertEqual(new["title"], "a=b")
-        self.assertIs(
-            validate_ixconfig(new, "alice/new", index_exists, creating=False)["volatile"], False
-        )
+        self.assertIs(validate_ixconfig(new, "alice/new", index_exists, creating=False)["volatile"], False)
 
     def test_ops_in_order(self) -> None:
         """
@@ -797,9 +775,7 @@ class ApplyPatchTests(_APIErrorMixin, SynchronousTestCase):
         C{key-=} on a key with a default is refused.
         """
         for key in ("volatile", "bases", "acl_upload", "acl_toxresult_upload", "type"):
-            self.assertAPIError(
-                400, "Default values can't be removed.", apply_patch, self.current(), [f"{key}-="]
-            )
+            self.assertAPIError(400, "Default values can't be removed.", apply_patch, self.current(), [f"{key}-="])
 
     def test_unknown_key_append(self) -> None:
         """
@@ -869,9 +845,7 @@ class PolicyTests(SynchronousTestCase):
         C{:AUTHENTICATED:}, their name and C{:group} for each group.
         """
         self.assertEqual(ANONYMOUS.principals(), {":ANONYMOUS:"})
-        self.assertEqual(
-            ADMIN.principals(), {":ANONYMOUS:", ":AUTHENTICATED:", "carol", ":admins"}
-        )
+        self.assertEqual(ADMIN.principals(), {":ANONYMOUS:", ":AUTHENTICATED:", "carol", ":admins"})
 
     def test_create_user(self) -> None:
         """
@@ -955,9 +929,7 @@ class PolicyTests(SynchronousTestCase):
             self.assertFalse(policy.may_upload(ANONYMOUS, MIRROR))
         self.assertTrue(self.default.may_upload(ANONYMOUS, dict(STAGE, acl_upload=[":ANONYMOUS:"])))
         self.assertTrue(self.default.may_upload(BOB, dict(STAGE, acl_upload=[":AUTHENTICATED:"])))
-        self.assertFalse(
-            self.default.may_upload(ANONYMOUS, dict(STAGE, acl_upload=[":AUTHENTICATED:"]))
-        )
+        self.assertFalse(self.default.may_upload(ANONYMOUS, dict(STAGE, acl_upload=[":AUTHENTICATED:"])))
 
     def test_toxresult_upload(self) -> None:
         """
@@ -966,12 +938,8 @@ class PolicyTests(SynchronousTestCase):
         """
         self.assertTrue(self.default.may_upload_toxresult(ANONYMOUS, STAGE))
         self.assertTrue(self.default.may_upload_toxresult(ANONYMOUS, {"type": "stage"}))
-        self.assertFalse(
-            self.default.may_upload_toxresult(ANONYMOUS, dict(STAGE, acl_toxresult_upload=["bob"]))
-        )
-        self.assertTrue(
-            self.default.may_upload_toxresult(BOB, dict(STAGE, acl_toxresult_upload=["bob"]))
-        )
+        self.assertFalse(self.default.may_upload_toxresult(ANONYMOUS, dict(STAGE, acl_toxresult_upload=["bob"])))
+        self.assertTrue(self.default.may_upload_toxresult(BOB, dict(STAGE, acl_toxresult_upload=["bob"])))
 
     def test_delete_entry(self) -> None:
         """
@@ -1026,9 +994,7 @@ class StageResolutionOrderTests(SynchronousTestCase):
             "root/pypi": MIRROR_CONFIG,
             "root/other": MIRROR_CONFIG,
         }
-        self.assertEqual(
-            self.sro("u/a", configs), ["u/a", "u/b", "u/c", "u/d", "root/pypi", "root/other"]
-        )
+        self.assertEqual(self.sro("u/a", configs), ["u/a", "u/b", "u/c", "u/d", "root/pypi", "root/other"])
 
     def test_cycle(self) -> None:
         """
@@ -1059,9 +1025,7 @@ class MirrorsAllowedTests(SynchronousTestCase):
     L{mirrors_allowed} applies spec 3.6's dependency-confusion protection.
     """
 
-    def allowed(
-        self, sro: list[tuple[str, Mapping[str, Any]]], having: set[str], project: str = "pkg"
-    ) -> set[str]:
+    def allowed(self, sro: list[tuple[str, Mapping[str, Any]]], having: set[str], project: str = "pkg") -> set[str]:
         return mirrors_allowed(project, sro, lambda stage: stage in having)
 
     def test_no_private_hit(self) -> None:
@@ -1272,9 +1236,7 @@ class ParseBasicTests(SynchronousTestCase):
         """
         UTF-8 credentials decode, split at the first colon.
         """
-        self.assertEqual(
-            parse_basic(_basic("j\u00fcrgen:p\u00e4:ss".encode())), ("j\u00fcrgen", "p\u00e4:ss")
-        )
+        self.assertEqual(parse_basic(_basic("j\u00fcrgen:p\u00e4:ss".encode())), ("j\u00fcrgen", "p\u00e4:ss"))
         self.assertEqual(parse_basic(b"  " + _basic(b"alice:") + b"\n"), ("alice", ""))
 
     def test_latin1(self) -> None:

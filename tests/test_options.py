@@ -63,7 +63,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_precedence(self) -> None:
         """Command line beats environment beats config file beats default."""
-        path = self.config_file("devpi-server:\n  port: 4000\n  host: 0.0.0.0\n  offline-mode: yes\n  mirror-cache-expiry: 60\n")
+        path = self.config_file(
+            "devpi-server:\n  port: 4000\n  host: 0.0.0.0\n  offline-mode: yes\n  mirror-cache-expiry: 60\n"
+        )
         os.environ["DEVPISERVER_PORT"] = "5000"
         options = self.parse("--configfile", path, "--serverdir", "/x")
         self.assertEqual(options["listen-addresses"], [("0.0.0.0", 5000)])
@@ -88,8 +90,12 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--workers must not be negative", self.error("--workers", "-1"))
         self.assertIn("cannot be combined", self.error("--init", "--fsck"))
         self.assertIn("--nonsense not recognized", self.error("--nonsense"))
-        self.assertIn("expects yes or no", self.error("--configfile", self.config_file("devpi-server:\n  offline-mode: maybe\n")))
-        self.assertIn("unknown option 'shoe'", self.error("--configfile", self.config_file("devpi-server:\n  shoe: 1\n")))
+        self.assertIn(
+            "expects yes or no", self.error("--configfile", self.config_file("devpi-server:\n  offline-mode: maybe\n"))
+        )
+        self.assertIn(
+            "unknown option 'shoe'", self.error("--configfile", self.config_file("devpi-server:\n  shoe: 1\n"))
+        )
         self.assertIn("not valid YAML", self.error("--configfile", self.config_file("devpi-server: [\n")))
         self.assertIn("cannot read config file", self.error("--configfile", "/does/not/exist"))
 

@@ -77,7 +77,9 @@ class CheckoutTests(TestCase):
         """A command run by the helper imports C{devpi_tx} from the checkout of these tests."""
         result = await run([sys.executable, "-c", WHERE], env={"PYTHONPATH": self.decoy()})
         assert_ok(result)
-        self.assertEqual(os.path.realpath(result.output.strip()), os.path.realpath(os.path.join(REPO, "devpi_tx", "__init__.py")))
+        self.assertEqual(
+            os.path.realpath(result.output.strip()), os.path.realpath(os.path.join(REPO, "devpi_tx", "__init__.py"))
+        )
 
     async def test_server_and_workers_run_this_checkout(self) -> None:
         """The main instance and its worker serve the C{devpi_tx} of the checkout of these tests."""

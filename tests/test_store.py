@@ -135,12 +135,8 @@ class StoreContract(_Base):
                 ),
             ],
         )
-        state = await store.read(
-            lambda tx: (tx.serial, tx.get("u/root"), tx.get("u/alice"), tx.get("i/alice/dev"))
-        )
-        self.assertEqual(
-            state, (2, None, {"username": "alice", "email": "a@example.com"}, {"type": "stage"})
-        )
+        state = await store.read(lambda tx: (tx.serial, tx.get("u/root"), tx.get("u/alice"), tx.get("i/alice/dev")))
+        self.assertEqual(state, (2, None, {"username": "alice", "email": "a@example.com"}, {"type": "stage"}))
 
     async def test_changelog_entries(self) -> None:
         """
@@ -215,9 +211,7 @@ class StoreContract(_Base):
         self.assertEqual(store.current_serial(), 0)
         self.assertEqual(await self.all_changes(store), [(0, INITIAL)])
         self.assertEqual(heard, [])
-        state = await store.read(
-            lambda tx: (tx.get("u/root"), tx.get("i/root/pypi"), tx.get("u/alice"))
-        )
+        state = await store.read(lambda tx: (tx.get("u/root"), tx.get("i/root/pypi"), tx.get("u/alice")))
         self.assertEqual(state, (INITIAL["u/root"], INITIAL["i/root/pypi"], None))
         self.assertFalse(os.path.exists(temp))
         self.assertFalse(os.path.exists(self.stored("root/dev/+f/abc/pkg-1.0.whl")))
@@ -352,7 +346,7 @@ class StoreContract(_Base):
         for n, content in enumerate((b"new", b"newer"), start=1):
             temp = self.temp_file(content)
 
-            def overwrite(tx: ITransaction) -> None:
+            def overwrite(tx: ITransaction, n: int = n, temp: str = temp) -> None:
                 tx.set("k", n)
                 if n == 1:
                     tx.remove_file(relpath)
@@ -426,7 +420,7 @@ class StoreContract(_Base):
             tx.delete("u/root")
             return tx.get("k"), tx.get("u/root")
 
-        result, serial = await store.write(work)
+        result, _serial = await store.write(work)
         self.assertEqual(result, ({"list": [1]}, None))
         self.assertEqual(await store.read(lambda tx: tx.get("k")), {"list": [1]})
 

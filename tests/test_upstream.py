@@ -70,4 +70,6 @@ class RealConnectionTests(TestCase):
         upstream = Upstream(HTTPClient(Agent(reactor)), reactor, timeout=5)
         with self.assertRaises(UpstreamError) as caught:
             await upstream.fetch(f"http://127.0.0.1:{port}/simple/")
-        self.assertEqual(caught.exception.message, f"http://127.0.0.1:{port}/simple/: upstream failed: connection refused")
+        self.assertEqual(
+            caught.exception.message, f"http://127.0.0.1:{port}/simple/: upstream failed: connection refused"
+        )

@@ -167,7 +167,9 @@ class UploadTests(_Base):
         metadata = {"name": "bomb-pkg", "version": "1.0"}
         relpath, _ = self.successResultOf(
             self.h.store.write(
-                lambda tx: releases.store_release(tx, "alice/dev", metadata, upload, Identity("alice"), Policy()).relpath
+                lambda tx: (
+                    releases.store_release(tx, "alice/dev", metadata, upload, Identity("alice"), Policy()).relpath
+                )
             )
         )
         for accept in ("*/*", "application/json", "*/*"):
@@ -175,7 +177,8 @@ class UploadTests(_Base):
             self.assertEqual(reply.code, 404)
             self.assertEqual(reply.header("Content-Type"), "application/json")
             self.assertEqual(
-                reply.json(), {"message": f"metadata of {relpath} is larger than {METADATA_LIMIT} bytes, it is not served"}
+                reply.json(),
+                {"message": f"metadata of {relpath} is larger than {METADATA_LIMIT} bytes, it is not served"},
             )
         self.assertEqual(self.h.api.metadata_cache.extractions, 1)
         self.assertEqual(self.h.request("GET", f"/{relpath}", headers={"Accept": "*/*"}).body, data)
@@ -185,7 +188,7 @@ class CacheTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.runner = _QueuedRunner()
         self.cache = WheelMetadataCache(self.runner)
-        name, data = make_wheel("hello-pkg", "1.0")
+        _name, data = make_wheel("hello-pkg", "1.0")
         self.wheel = _write(self, data)
         self.expected = _metadata_member(data)
 
@@ -216,7 +219,7 @@ class CacheTests(SynchronousTestCase):
         bomb = _write(self, make_zipbomb_wheel("bomb", "1.0", BOMB_SIZE)[1])
         waiting = [self._get("sha256=b", bomb) for _ in range(2)]
         self.runner.run_all()
-        for d in waiting + [self._get("sha256=b", bomb)]:
+        for d in [*waiting, self._get("sha256=b", bomb)]:
             self.failureResultOf(d, MetadataTooLarge)
         self.assertEqual(self.cache.extractions, 1)
 

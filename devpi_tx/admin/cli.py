@@ -112,7 +112,9 @@ def export_main(argv: list[str] | None = None) -> int:
 def import_main(argv: list[str] | None = None) -> int:
     parser = _parser("devpi-tx-import", "Create a new server directory from a devpi dump.")
     parser.add_argument("--hard-links", action="store_true", help="link files instead of copying them")
-    parser.add_argument("--skip-import-type", action="append", default=[], metavar="TYPE", help="index type to leave out")
+    parser.add_argument(
+        "--skip-import-type", action="append", default=[], metavar="TYPE", help="index type to leave out"
+    )
     parser.add_argument("--no-root-pypi", action="store_true", help="do not create root/pypi")
     parser.add_argument("--root-passwd", help="root password (instead of the dump's)")
     parser.add_argument("--root-passwd-hash", help="root password hash (instead of the dump's)")
@@ -132,6 +134,8 @@ def import_main(argv: list[str] | None = None) -> int:
 def fsck_main(argv: list[str] | None = None) -> int:
     parser = _parser("devpi-tx-fsck", "Check every stored file against its hash and size.")
     parser.add_argument("--no-checksum", action="store_true", help="check existence and size only")
-    parser.add_argument("--refetch-mirror", action="store_true", help="forget damaged mirror files so they download again")
+    parser.add_argument(
+        "--refetch-mirror", action="store_true", help="forget damaged mirror files so they download again"
+    )
     args = parser.parse_args(argv)
     return run_fsck(_serverdir(args.serverdir), not args.no_checksum, args.refetch_mirror)

@@ -290,9 +290,7 @@ class _Exporter:
             desc["upload_time"] = link["upload_time"]
         return desc, entrypath, int(entry.get("size", 0))
 
-    def _mirror_projects(
-        self, tx: ITransaction, stage: str
-    ) -> Iterator[tuple[str, dict[str, Any], list[_FileTask]]]:
+    def _mirror_projects(self, tx: ITransaction, stage: str) -> Iterator[tuple[str, dict[str, Any], list[_FileTask]]]:
         grouped: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for key, entry in tx.items(keys.file_prefix(stage)):
             relpath = key[len("f/") :]

@@ -230,8 +230,7 @@ class _Reader:
             raise DumpError(f"index {stage!r}: {e.message}") from None
         if ixtype not in INDEX_TYPES:
             raise DumpError(
-                f"index {stage!r} has unknown type {ixtype!r}; "
-                f"leave such indexes out with --skip-import-type {ixtype}"
+                f"index {stage!r} has unknown type {ixtype!r}; leave such indexes out with --skip-import-type {ixtype}"
             )
         if user not in users and user != "root":
             raise DumpError(f"index {stage!r} belongs to user {user!r}, who is not in the dump")
@@ -241,7 +240,11 @@ class _Reader:
         allowed = set(COMMON_KEYS) | set(STAGE_DEFAULT_KEYS)
         if ixtype == "mirror":
             # stage keys of old mirrors that validation drops quietly
-            allowed = set(COMMON_KEYS) | set(MIRROR_KEYS) | {"acl_toxresult_upload", "bases", "acl_upload", "mirror_whitelist"}
+            allowed = (
+                set(COMMON_KEYS)
+                | set(MIRROR_KEYS)
+                | {"acl_toxresult_upload", "bases", "acl_upload", "mirror_whitelist"}
+            )
         unknown = sorted(set(config) - allowed)
         if unknown:
             self.stats.warnings.append(f"index {stage}: left out unknown keys {', '.join(unknown)}")
@@ -366,7 +369,9 @@ class _Reader:
                 item.digests, item.size = digest_file(item.source, {"sha256", *item.expected})
                 for algo, value in sorted(item.expected.items()):
                     if item.digests[algo] != value:
-                        raise DumpError(f"{item.where}: {algo} mismatch, the dump lists {value}, the file has {item.digests[algo]}")
+                        raise DumpError(
+                            f"{item.where}: {algo} mismatch, the dump lists {value}, the file has {item.digests[algo]}"
+                        )
                 meter.add(item.size)
             self._place(project)
         meter.finish()
@@ -407,7 +412,9 @@ class _Reader:
 
     def _entry(self, project: _Project, item: _File, release: str) -> None:
         sha = item.digests["sha256"]
-        stamp = str(item.mapping.get("last_modified") or "") or time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+        stamp = str(item.mapping.get("last_modified") or "") or time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime()
+        )
         item.entry = {
             "hash_spec": f"sha256={sha}",
             "hashes": {"sha256": sha},
@@ -484,7 +491,12 @@ class _Writer:
             files = [item for project in self._plan.projects for item in project.files]
             meter = _Meter(self._progress, "import", len(files), sum(item.size for item in files))
             for batch in _batches(self._plan.projects, BATCH_FILES):
-                store.write_now(lambda tx, b=batch: [self._project(tx, sdir.files, p, meter) for p in b])  # type: ignore[misc]
+
+                def write_batch(tx: ITransaction, batch: list[_Project] = batch) -> None:
+                    for project in batch:
+                        self._project(tx, sdir.files, project, meter)
+
+                store.write_now(write_batch)
             store.close()
             store = None
             # files were written without a sync each: one sync before the server exists
@@ -531,7 +543,10 @@ class _Writer:
         stats = self._plan.stats
         records: dict[str, dict[str, Any]] = {}
         if not project.mirror:
-            tx.set(keys.project(project.stage, project.name), {"name": project.display or project.name, "created": time.time()})
+            tx.set(
+                keys.project(project.stage, project.name),
+                {"name": project.display or project.name, "created": time.time()},
+            )
             records = {v: dict(meta, **{"+elinks": []}) for v, meta in project.versions.items()}
         for item in project.files:
             # the staging directory is the "aside" of the whole import: files go

@@ -76,14 +76,10 @@ def _stage_versions(tx: ITransaction, stage: str, project: str) -> list[tuple[st
     return [(k[len(prefix) :], v) for k, v in tx.items(prefix)]
 
 
-def consulted_stages(
-    tx: ITransaction, stage: str, project: str
-) -> list[tuple[str, dict[str, Any]]]:
+def consulted_stages(tx: ITransaction, stage: str, project: str) -> list[tuple[str, dict[str, Any]]]:
     """The stages that contribute to C{project}, whitelist rules applied."""
     order = sro(tx, stage)
-    allowed = mirrors_allowed(
-        project, order, lambda s: tx.get(keys.project(s, project)) is not None
-    )
+    allowed = mirrors_allowed(project, order, lambda s: tx.get(keys.project(s, project)) is not None)
     return [(s, c) for s, c in order if c.get("type") != "mirror" or s in allowed]
 
 
@@ -157,7 +153,7 @@ def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
 
 def project_names(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any], list[str]]]:
     """Per stage in resolution order, its config and (private stages) project names."""
-    result = []
+    result: list[Any] = []
     for name, config in sro(tx, stage):
         if config.get("type") == "mirror":
             result.append((name, config, []))

@@ -198,9 +198,7 @@ def _refuse_large_metadata(upload: Upload) -> None:
     try:
         read_wheel_metadata(upload.content.temp_path)
     except MetadataTooLarge as e:
-        raise bad_request(
-            f"{upload.filename}: its .dist-info/METADATA is larger than {e.limit} bytes"
-        ) from None
+        raise bad_request(f"{upload.filename}: its .dist-info/METADATA is larger than {e.limit} bytes") from None
     except OSError:
         pass
 
@@ -275,9 +273,7 @@ def store_doczip(
     if not version:
         version = latest_version(tx, stage, project)
         if version is None:
-            raise bad_request(
-                f"doczip has no version and {project!r} has no releases to derive one from"
-            )
+            raise bad_request(f"doczip has no version and {project!r} has no releases to derive one from")
         metadata = {}
     else:
         metadata = dict(metadata, name=name, version=version)
@@ -288,9 +284,7 @@ def store_doczip(
     if not record.get("name"):
         record.update(name=name, version=version)
     relpath = f"{stage}/+f/{hashdir(content.sha256)}/{project}-{version}.doc.zip"
-    identical, log = _replace_link(
-        tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256
-    )
+    identical, log = _replace_link(tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256)
     if identical:
         return StoreResult(relpath, identical=True, unused=[content])
     log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
@@ -330,8 +324,7 @@ def store_toxresult(
     config = get_ixconfig(tx, stage)
     if not policy.may_upload_toxresult(identity, config):
         raise forbidden(
-            "No permission to upload tox results. You can use the devpi test "
-            "--no-upload option to skip the upload."
+            "No permission to upload tox results. You can use the devpi test --no-upload option to skip the upload."
         )
     vkey, record, link = _find_link(tx, relpath)
     if link["rel"] != "releasefile":
@@ -359,9 +352,7 @@ def _check_delete(
     return config
 
 
-def _drop_version_if_empty(
-    tx: ITransaction, stage: str, project: str, vkey: str, record: dict[str, Any]
-) -> None:
+def _drop_version_if_empty(tx: ITransaction, stage: str, project: str, vkey: str, record: dict[str, Any]) -> None:
     if record["+elinks"]:
         tx.set(vkey, record)
         return
@@ -370,9 +361,7 @@ def _drop_version_if_empty(
         tx.delete(keys.project(stage, project))
 
 
-def delete_file(
-    tx: ITransaction, relpath: str, force: bool, identity: Identity, policy: Policy
-) -> None:
+def delete_file(tx: ITransaction, relpath: str, force: bool, identity: Identity, policy: Policy) -> None:
     stage = "/".join(relpath.split("/", 2)[:2])
     _check_delete(tx, stage, force, identity, policy, "version")
     try:
@@ -407,9 +396,7 @@ def delete_version(
     _drop_version_if_empty(tx, stage, project, vkey, record)
 
 
-def delete_project(
-    tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy
-) -> None:
+def delete_project(tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy) -> None:
     config = _check_delete(tx, stage, force, identity, policy, "project")
     if config.get("type") == "mirror":
         _delete_mirror_project(tx, stage, project)
@@ -482,9 +469,7 @@ def push(
     target = body.get("targetindex")
     if not isinstance(target, str):
         raise bad_request("external push is not supported, give 'targetindex'")
-    unknown = sorted(
-        set(body) - {"name", "version", "targetindex", "no_docs", "only_docs", "register_project"}
-    )
+    unknown = sorted(set(body) - {"name", "version", "targetindex", "no_docs", "only_docs", "register_project"})
     if unknown:
         raise bad_request(f"unknown additional options: {', '.join(unknown)}")
     try:
@@ -556,7 +541,7 @@ def push(
             toxpath = relpath + tox["entrypath"][len(link["entrypath"]) :]
             tcopy = prepare_copy(files_dir, _path(files_dir, tox["entrypath"]))
             trecord["+elinks"].append(
-                _link(toxpath, "toxresult", tcopy, tox.get("_log", []) + [push_entry], now, for_entrypath=relpath)
+                _link(toxpath, "toxresult", tcopy, [*tox.get("_log", []), push_entry], now, for_entrypath=relpath)
             )
             tx.set(keys.file(toxpath), _file_entry(target_project, version, tcopy, now))
             tx.place_file(tcopy.temp_path, toxpath)

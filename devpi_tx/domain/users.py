@@ -43,9 +43,7 @@ def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
     for key in ("email", "title", "description", "custom_data", "created", "modified"):
         if record.get(key) not in (None, ""):
             view[key] = record[key]
-    view["indexes"] = {
-        k.rsplit("/", 1)[1]: public_config(config) for k, config in tx.items(keys.index_prefix(name))
-    }
+    view["indexes"] = {k.rsplit("/", 1)[1]: public_config(config) for k, config in tx.items(keys.index_prefix(name))}
     return view
 
 

@@ -77,9 +77,12 @@ class EventProcessor(Service):
         self.in_sync_at: float | None = None
         self.failures = 0
 
+    def _heard(self, serial: int, changes: dict[str, Any]) -> None:
+        self.kick()
+
     def startService(self) -> None:
         super().startService()
-        self._store.subscribe(lambda serial, changes: self.kick())
+        self._store.subscribe(self._heard)
         self._poller = LoopingCall(self._poll)
         self._poller.clock = self._reactor
         self._poller.start(self._poll_interval, now=True)
@@ -136,7 +139,9 @@ class EventProcessor(Service):
                     failed = await self._run(self._apply, entry.serial, entry.changes)
                     for name, failure in failed:
                         self.failures += 1
-                        self._log.failure("Hook {hook} failed at serial {serial}", failure, hook=name, serial=entry.serial)
+                        self._log.failure(
+                            "Hook {hook} failed at serial {serial}", failure, hook=name, serial=entry.serial
+                        )
                     self.event_serial = entry.serial
             if self.event_serial >= self._store.current_serial():
                 self.in_sync_at = time.time()

@@ -52,7 +52,8 @@ class _Tee(Protocol):
     """
 
     def __init__(self, request: IRequest | None, out: Any, algorithms: list[str], reactor: Any, stall: float) -> None:
-        self.request = request
+        # the producer calls of twisted.web's Request, which IRequest does not declare
+        self.request: Any = request
         self.out = out
         self.hashers = {a: hashlib.new(a) for a in algorithms}
         self.size = 0
@@ -286,7 +287,7 @@ class MirrorFiles:
         if problem is not None:
             os.unlink(temp)
             self._log.error("{problem}", problem=problem)
-            if tee.request is not None and tee.request.startedWriting:  # type: ignore[attr-defined]
+            if tee.request is not None and tee.request.startedWriting:
                 # bytes went out already: only a broken connection tells the client
                 _abort(tee.request)
             raise UpstreamError(problem)

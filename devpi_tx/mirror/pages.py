@@ -252,7 +252,7 @@ class MirrorService:
 
         def store(tx: ITransaction) -> int:
             self._store_page(tx, stage, project, new)
-            return tx.serial
+            return int(tx.serial)
 
         before, written = await self.store.write(store)
         self._fresh[key] = now
@@ -354,7 +354,7 @@ class MirrorService:
             return None
         try:
             # a PyPI-sized list takes a second to parse: not on the reactor thread
-            names = await self.run_in_thread(_name_list, fetched.body, fetched.content_type)
+            names: NameList = await self.run_in_thread(_name_list, fetched.body, fetched.content_type)
         except ParseError as e:
             self._log.warn("Project list of {stage}: {message}", stage=stage, message=str(e))
             return None

@@ -125,8 +125,8 @@ def _name_version(filename: str) -> tuple[str, str] | None:
     if lowered.endswith((".whl", ".egg")):
         try:
             if lowered.endswith(".whl"):
-                name, version, _, _ = parse_wheel_filename(filename)
-                return str(name), str(version)
+                wheel_name, wheel_version, _, _ = parse_wheel_filename(filename)
+                return str(wheel_name), str(wheel_version)
         except InvalidWheelFilename:
             pass
         # name-version[-pyX.Y[-platform]].egg, and wheels packaging refuses:
@@ -236,8 +236,8 @@ def parse_project_page(
                 continue
             url, fragment = strip_fragment(urljoin(page_url, str(item["url"])))
             hashes = {str(k): str(v) for k, v in (item.get("hashes") or fragment).items()}
-            meta = item.get("core-metadata", item.get("dist-info-metadata", False))
-            yanked = item.get("yanked", False)
+            meta: Any = item.get("core-metadata", item.get("dist-info-metadata", False))
+            yanked: Any = item.get("yanked", False)
             size = item.get("size")
             _add(
                 links,
@@ -273,11 +273,11 @@ def parse_project_page(
         filename = posixpath.basename(unquote(urlsplit(url).path))
         if not _safe(filename) or not _belongs(filename, project):
             continue
-        yanked: bool | str = False
+        yanked = False
         if "data-yanked" in anchor:
             yanked = anchor["data-yanked"] or True
         meta_attr = anchor.get("data-core-metadata", anchor.get("data-dist-info-metadata"))
-        meta: dict[str, str] | bool = False
+        meta = False
         if meta_attr is not None:
             algo, _, value = meta_attr.partition("=")
             meta = {algo: value} if value else meta_attr != "false"

@@ -23,10 +23,7 @@ from twisted.web.http_headers import Headers
 
 from devpi_tx import __version__
 
-ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, "
-    "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
-)
+ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 USER_AGENT = f"devpi-server/6.20.3 devpi_tx/{__version__} (py{platform.python_version()}; {platform.system().lower()})"
 
 

@@ -50,7 +50,7 @@ ACL_KEYS = ("acl_upload", "acl_toxresult_upload")
 def mask_url(url: str) -> str:
     """C{url} with the password of C{user:password@} replaced by C{****}."""
     match = re.match(r"^([a-z]+://[^/@:]*):[^/@]*@", url)
-    return url if match is None else f"{match.group(1)}:****@{url[match.end():]}"
+    return url if match is None else f"{match.group(1)}:****@{url[match.end() :]}"
 
 
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,8 +144,7 @@ def validate_ixconfig(
     unknown = sorted(k for k in cfg if k not in allowed)
     if unknown:
         raise bad_request(
-            "indexconfig got unexpected keyword arguments: "
-            + ", ".join(f"{k}={cfg[k]}" for k in unknown)
+            "indexconfig got unexpected keyword arguments: " + ", ".join(f"{k}={cfg[k]}" for k in unknown)
         )
     try:
         result["volatile"] = parse_bool(cfg.get("volatile", True))
@@ -204,17 +203,12 @@ def _validate_stage_keys(
         return
     inheritance = cfg.get("mirror_whitelist_inheritance", "intersection")
     if not isinstance(inheritance, str) or inheritance.lower() not in ("intersection", "union"):
-        errors.append(
-            "'mirror_whitelist_inheritance' must be 'intersection' or 'union', "
-            f"not {inheritance!r}"
-        )
+        errors.append(f"'mirror_whitelist_inheritance' must be 'intersection' or 'union', not {inheritance!r}")
     else:
         result["mirror_whitelist_inheritance"] = inheritance.lower()
 
 
-def _validate_mirror_keys(
-    cfg: Mapping[str, Any], result: dict[str, Any], errors: list[str], *, creating: bool
-) -> None:
+def _validate_mirror_keys(cfg: Mapping[str, Any], result: dict[str, Any], errors: list[str], *, creating: bool) -> None:
     url = cfg.get("mirror_url")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -247,9 +241,7 @@ def _validate_mirror_keys(
 
 
 # keys that exist with a default and cannot be removed with "key-="
-_UNREMOVABLE = frozenset(
-    ["type", "volatile", "bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist"]
-)
+_UNREMOVABLE = frozenset(["type", "volatile", "bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist"])
 
 
 def apply_patch(current: Mapping[str, Any], body: object) -> dict[str, Any]:

@@ -44,12 +44,9 @@ def check_name(kind: str, name: str) -> None:
         raise bad_request(f"{kind} name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise bad_request(f"{kind} name is longer than {MAX_NAME_LENGTH} characters")
-    if name in (".", "..") or any(
-        c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127 for c in name
-    ):
+    if name in (".", "..") or any(c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127 for c in name):
         raise bad_request(
-            f"{kind} {name!r} contains characters that aren't allowed. "
-            "Any ascii symbol besides -.@_ is blocked."
+            f"{kind} {name!r} contains characters that aren't allowed. Any ascii symbol besides -.@_ is blocked."
         )
 
 

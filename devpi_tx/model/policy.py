@@ -4,7 +4,7 @@ Who may do what (spec 2.4), the inheritance order of indexes and the mirror whit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +88,7 @@ def parse_restrict_modify(spec: str | None) -> frozenset[str] | None:
 # -- inheritance ------------------------------------------------------------
 
 
-def stage_resolution_order(
-    start: str, get_config: Callable[[str], Mapping[str, Any] | None]
-) -> list[str]:
+def stage_resolution_order(start: str, get_config: Callable[[str], Mapping[str, Any] | None]) -> list[str]:
     """
     The stage resolution order of spec 3.5: private stages breadth first,
     then every mirror once; cycles and missing bases are skipped.
@@ -121,7 +119,7 @@ def stage_resolution_order(
 
 def mirrors_allowed(
     project: str,
-    sro: list[tuple[str, Mapping[str, Any]]],
+    sro: Sequence[tuple[str, Mapping[str, Any]]],
     has_project: Callable[[str], bool],
 ) -> set[str]:
     """

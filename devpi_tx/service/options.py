@@ -48,7 +48,11 @@ OPTIONS: dict[str, tuple[Any, str, str]] = {
     "include-mirrored-files": (False, "flag", "export the cached files of mirror indexes too"),
     "fsck": (False, "flag", "check every stored file against its hash and size, and exit"),
     "no-checksum": (False, "flag", "with --fsck: check existence and size only"),
-    "fsck-refetch-mirror": (False, "flag", "with --fsck: forget missing or damaged mirror files so they are fetched again"),
+    "fsck-refetch-mirror": (
+        False,
+        "flag",
+        "with --fsck: forget missing or damaged mirror files so they are fetched again",
+    ),
     "gen-config": (False, "flag", "write example deployment configs into ./gen-config and exit"),
     "gen-config-user": ("devpi", "str", "with --gen-config: the user the generated services run as"),
 }
@@ -145,7 +149,11 @@ class Options(usage.Options):
         actions = [a for a in ("init", "export", "import", "fsck", "gen-config") if self[a]]
         if len(actions) > 1:
             raise usage.UsageError(f"--{actions[0]} and --{actions[1]} cannot be combined")
-        if not os.environ.get(_env_name("serverdir")) and os.environ.get("DEVPI_SERVERDIR") and self["serverdir"] == os.path.expanduser(DEFAULT_SERVERDIR):
+        if (
+            not os.environ.get(_env_name("serverdir"))
+            and os.environ.get("DEVPI_SERVERDIR")
+            and self["serverdir"] == os.path.expanduser(DEFAULT_SERVERDIR)
+        ):
             self["serverdir"] = os.environ["DEVPI_SERVERDIR"]
         self["serverdir"] = os.path.abspath(os.path.expanduser(self["serverdir"]))
         self["listen-addresses"] = listen_addresses(self)
@@ -201,8 +209,14 @@ def worker_options(options: Options) -> list[str]:
     """The options a worker needs to serve like the main instance."""
     args = ["--serverdir", options["serverdir"]]
     for name in (
-        "secretfile", "restrict-modify", "max-request-body-size", "outside-url",
-        "mirror-cache-expiry", "request-timeout", "storage", "logger-cfg",
+        "secretfile",
+        "restrict-modify",
+        "max-request-body-size",
+        "outside-url",
+        "mirror-cache-expiry",
+        "request-timeout",
+        "storage",
+        "logger-cfg",
     ):
         if options[name] is not None:
             args += [f"--{name}", str(options[name])]

@@ -101,9 +101,9 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         host=host,
         port=port,
     )
-    pool = QuietPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 16
-    client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=pool))
+    http_pool = QuietPool(reactor, persistent=True)
+    http_pool.maxPersistentPerHost = 16
+    client = HTTPClient(Agent(reactor, connectTimeout=options["request-timeout"], pool=http_pool))
     upstream = Upstream(client, reactor, timeout=options["request-timeout"])
     mirror = MirrorService(
         store,
@@ -131,10 +131,11 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
     if worker:
         SharedListeners(reactor, options["worker-listen"], site).setServiceParent(top)
     elif options["workers"]:
-        listeners = SharedListeners(reactor, options["listen-addresses"], site)
-        listeners.setServiceParent(top)
+        shared = SharedListeners(reactor, options["listen-addresses"], site)
+        shared.setServiceParent(top)
         argv = worker_argv(worker_options(options))
-        WorkerSupervisor(reactor, listeners, options["workers"], argv).setServiceParent(top)
+        WorkerSupervisor(reactor, shared, options["workers"], argv).setServiceParent(top)
+        listeners: SharedListeners | Listeners = shared
     else:
         listeners = Listeners(reactor, options["listen-addresses"], site)
         listeners.setServiceParent(top)

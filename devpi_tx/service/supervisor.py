@@ -89,7 +89,7 @@ class SharedListeners(Service):
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
-        return DeferredList([port.stopListening() for port in self.ports])  # type: ignore[return-value]
+        return DeferredList([port.stopListening() for port in self.ports])
 
 
 class _Worker(ProcessProtocol):
@@ -146,7 +146,9 @@ class WorkerSupervisor(Service):
         self._delays[worker.index] = min(delay * 2, MAX_RESTART_DELAY)
         self._log.warn(
             "Worker {index} ended ({code}); starting it again in {delay}s",
-            index=worker.index, code=code, delay=delay,
+            index=worker.index,
+            code=code,
+            delay=delay,
         )
         self.restarts += 1
         self._reactor.callLater(delay, self._spawn, worker.index)
@@ -174,8 +176,14 @@ def worker_argv(base: list[str]) -> Callable[[list[tuple[str, int]]], list[str]]
 
     def argv(addresses: list[tuple[str, int]]) -> list[str]:
         result = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "devpi", *base, "--requests-only",
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "devpi",
+            *base,
+            "--requests-only",
         ]
         for host, port in addresses:
             result += ["--worker-listen", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

@@ -134,7 +134,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                 if options["init"]:
                     print(f"initialised {serverdir.path}")
                     sys.exit(0)
-                options["initialised-now"] = "empty" if not (options["root-passwd"] or options["root-passwd-hash"]) else "set"
+                options["initialised-now"] = (
+                    "empty" if not (options["root-passwd"] or options["root-passwd-hash"]) else "set"
+                )
             elif options["init"]:
                 _fail(f"{serverdir.path} is already initialised")
         status = _one_shot(options, serverdir)
@@ -152,5 +154,3 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from devpi_tx.service.server import serve  # the web stack only when serving
 
     return serve(options, reactor, serverdir, secret, worker)
-
-

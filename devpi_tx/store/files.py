@@ -181,7 +181,7 @@ def read_limited(member: BinaryIO, limit: int) -> bytes:
 
     @raise MetadataTooLarge: when there are more than C{limit} bytes.
     """
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while total <= limit:
         chunk = member.read(min(CHUNK, limit + 1 - total))
@@ -205,9 +205,7 @@ def read_wheel_metadata(path: str, limit: int = METADATA_LIMIT) -> bytes | None:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = [
-                i
-                for i in zf.infolist()
-                if i.filename.count("/") == 1 and i.filename.endswith(".dist-info/METADATA")
+                i for i in zf.infolist() if i.filename.count("/") == 1 and i.filename.endswith(".dist-info/METADATA")
             ]
             if len(infos) != 1:
                 return None

@@ -107,9 +107,7 @@ def migrate(path: str) -> int:
             )
         for number, sql in _schema_files():
             if number > version:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;"
-                )
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
                 version = number
         return int(version)
     finally:
@@ -276,7 +274,9 @@ class SQLiteStore:
         """L{read} in this thread, for the one-shot commands (no reactor, no Deferred)."""
         return self._read_job(fn)()
 
-    def write(self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None) -> Deferred[tuple[T, int]]:
+    def write(
+        self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None
+    ) -> Deferred[tuple[T, int]]:
         run, done = self._write_job(fn, prepare)
         return self._write_runner(run).addCallback(done)
 
@@ -399,8 +399,7 @@ class SQLiteStore:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT serial, created, changes FROM changelog "
-                    "WHERE serial > ? ORDER BY serial LIMIT ?",
+                    "SELECT serial, created, changes FROM changelog WHERE serial > ? ORDER BY serial LIMIT ?",
                     (since, limit),
                 )
                 .fetchall()
@@ -503,9 +502,7 @@ def init_database(path: str, initial: Callable[[ITransaction], None]) -> None:
         tx = _Transaction(conn, -1, writable=True)
         initial(tx)
         for key, value in tx.changes.items():
-            conn.execute(
-                "INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, _dumps(value))
-            )
+            conn.execute("INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, _dumps(value)))
         conn.execute(
             "INSERT INTO changelog (serial, created, changes) VALUES (0, ?, ?)",
             (time.time(), _dumps(tx.changes)),

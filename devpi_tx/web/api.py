@@ -7,6 +7,7 @@ and render.
 from __future__ import annotations
 
 import errno
+import html
 import os
 from collections.abc import Callable
 from typing import Any
@@ -78,7 +79,8 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         if isinstance(error, StorageFull) or (isinstance(error, OSError) and error.errno in FULL_ERRNOS):
             self._log.error("write refused, storage is full: {error}", error=error)
             return self._error(request, 507, f"insufficient storage: {error}")
-        return self.internal_error(request, failure)
+        answer: bytes = self.internal_error(request, failure)
+        return answer
 
     @app.handle_errors(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -128,17 +130,39 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         gauges = [
             ("devpi_tx_serial", "gauge", "Newest committed serial seen by this process.", serial),
             ("devpi_tx_event_serial", "gauge", "Last serial processed by the event hooks.", event_serial),
-            ("devpi_tx_event_lag", "gauge", "Serials not yet processed by the event hooks.", max(0, serial - event_serial)),
+            (
+                "devpi_tx_event_lag",
+                "gauge",
+                "Serials not yet processed by the event hooks.",
+                max(0, serial - event_serial),
+            ),
             ("devpi_tx_page_cache_hits_total", "counter", "Simple pages answered from the cache.", self.pages.hits),
             ("devpi_tx_page_cache_misses_total", "counter", "Simple pages rendered.", self.pages.misses),
         ]
         if self._mirror is not None:
             gauges += [
-                ("devpi_tx_upstream_fetches_total", "counter", "Requests sent upstream.", self._mirror.upstream.fetches),
-                ("devpi_tx_mirror_fresh_hits_total", "counter", "Mirror pages answered without upstream.", self._mirror.hits),
+                (
+                    "devpi_tx_upstream_fetches_total",
+                    "counter",
+                    "Requests sent upstream.",
+                    self._mirror.upstream.fetches,
+                ),
+                (
+                    "devpi_tx_mirror_fresh_hits_total",
+                    "counter",
+                    "Mirror pages answered without upstream.",
+                    self._mirror.hits,
+                ),
             ]
         if self._mirror_files is not None:
-            gauges.append(("devpi_tx_mirror_downloads_total", "counter", "Files downloaded from upstream.", self._mirror_files.downloads))
+            gauges.append(
+                (
+                    "devpi_tx_mirror_downloads_total",
+                    "counter",
+                    "Files downloaded from upstream.",
+                    self._mirror_files.downloads,
+                )
+            )
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
         return self.metrics.render(gauges)
 
@@ -247,9 +271,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         if method == b"PUT":
             if not isinstance(body, dict):
                 raise bad_request("index config must be a JSON object")
-            config = await self._write(
-                request, lambda tx: users.create_index(tx, stage, body, identity, self._policy)
-            )
+            config = await self._write(request, lambda tx: users.create_index(tx, stage, body, identity, self._policy))
             return self._reply(request, "indexconfig", config)
         noop = has_arg(request, b"error_on_noop")
         config = await self._write(
@@ -264,9 +286,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             raise bad_request("push body must be a JSON object")
         log = await self._write(
             request,
-            lambda tx: releases.push(
-                tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy
-            ),
+            lambda tx: releases.push(tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy),
         )
         return self._reply(request, "actionlog", log)
 
@@ -281,7 +301,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             if e.status == 401:
                 request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
             request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-            title = render.escape(f"{e.status} {e.message}")
+            title = html.escape(f"{e.status} {e.message}")
             return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n".encode()
 
     async def _legacy_action(self, request: IRequest, stage: str) -> bytes:
@@ -338,4 +358,3 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return lambda tx: releases.store_doczip(tx, stage, name, version, metadata, content, identity, self._policy)
         upload = releases.Upload(form.filename or "", content, form.core_metadata_sha256)
         return lambda tx: releases.store_release(tx, stage, metadata, upload, identity, self._policy)
-

@@ -198,7 +198,9 @@ class Base:
         request.setHeader(b"Content-Type", render.JSON_TYPE)
         return render.envelope(result_type, result, message)
 
-    async def _write(self, request: IRequest, fn: Callable[[Any], Any], prepare: Callable[[], None] | None = None) -> Any:
+    async def _write(
+        self, request: IRequest, fn: Callable[[Any], Any], prepare: Callable[[], None] | None = None
+    ) -> Any:
         result, serial = await self._store.write(fn, prepare)
         request.setHeader(b"X-Devpi-Serial", str(serial).encode())
         return result

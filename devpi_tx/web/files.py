@@ -190,7 +190,12 @@ class FileRoutes(Base):
         """
         known = self._known_files
         method = request.method
-        if not known or method not in (b"GET", b"HEAD") or b"/+f/" not in request.path or request.getHeader(b"If-Range"):
+        if (
+            not known
+            or method not in (b"GET", b"HEAD")
+            or b"/+f/" not in request.path
+            or request.getHeader(b"If-Range")
+        ):
             return None
         relpath = unquote(request.path[1:].decode("utf-8", "replace"))
         found = known.get(relpath)
@@ -367,7 +372,9 @@ class FileRoutes(Base):
         except UpstreamError as e:
             raise APIError(502, e.message) from None
         if fetched.status != 200:
-            raise APIError(502 if fetched.status != 404 else 404, f"error {fetched.status} getting {wheel['url']}{METADATA}")
+            raise APIError(
+                502 if fetched.status != 404 else 404, f"error {fetched.status} getting {wheel['url']}{METADATA}"
+            )
         expected = wheel["core_metadata"]
         if isinstance(expected, dict):
             for algo, value in expected.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -24,7 +24,8 @@ WHOLE = 1024 * 1024  # files up to this size are sent in one write
 class FileProducer:
     def __init__(self, source: BinaryIO, request: IRequest, length: int | None = None) -> None:
         self._source = source
-        self._request = request
+        # the producer calls of twisted.web's Request, which IRequest does not declare
+        self._request: Any = request
         self._left = length
         self._paused = False
         self._done = False

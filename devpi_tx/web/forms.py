@@ -43,9 +43,7 @@ def boundary_of(content_type: str) -> str:
     raise bad_request("multipart body without boundary")
 
 
-def parse_form(
-    body: BinaryIO, content_type: str, length: int, files_dir: str, want_metadata: bool = True
-) -> Form:
+def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, want_metadata: bool = True) -> Form:
     """
     Parse an upload form; the C{content} part becomes a L{PreparedFile} and,
     for wheels, the sha256 of their C{METADATA} is taken.

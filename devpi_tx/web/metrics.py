@@ -15,7 +15,16 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # add a series (every /+junkN would) or put its own bytes into the text format.
 TOP_ROUTES = frozenset({"+api", "+authcheck", "+login", "+metrics", "+search", "+status"})
 ROUTES = TOP_ROUTES | {
-    "root", "user", "index", "project", "version", "simple_list", "simple_project", "file", "doc", "other",
+    "root",
+    "user",
+    "index",
+    "project",
+    "version",
+    "simple_list",
+    "simple_project",
+    "file",
+    "doc",
+    "other",
 }
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PUSH"})
 OTHER = "other"
@@ -76,7 +85,9 @@ class Metrics:
             "# HELP devpi_tx_requests_total HTTP requests by method, route and status.",
             "# TYPE devpi_tx_requests_total counter",
         ]
-        for (method, route, code), count in sorted(self.requests.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2]))):
+        for (method, route, code), count in sorted(
+            self.requests.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2]))
+        ):
             labels = f'method="{escape_label(method)}",route="{escape_label(route)}",status="{code}"'
             out.append(f"devpi_tx_requests_total{{{labels}}} {count}")
         out += [

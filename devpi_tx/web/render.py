@@ -113,9 +113,7 @@ def simple_page_html(stage: str, project: str, links: list[Link], href: Any) -> 
         url = escape(href(link.relpath))
         if link.fragment:
             url += "#" + link.fragment
-        out.append(
-            f'{escape(link.stage)} <a href="{url}"{attrs}>{escape(link.basename)}</a><br>\n'
-        )
+        out.append(f'{escape(link.stage)} <a href="{url}"{attrs}>{escape(link.basename)}</a><br>\n')
     out.append("</body></html>\n")
     return "".join(out).encode("utf-8")
 
@@ -176,9 +174,9 @@ def project_list_html(stage: str, per_stage: list[tuple[str, Iterable[str]]]) ->
 
 
 def project_list_json(per_stage: list[tuple[str, Iterable[str]]]) -> bytes:
-    parts = []
+    parts: list[str] = []
     for _, projects in _unique(per_stage):
         parts.extend(map(json.dumps, projects))
-    body = '{"meta":{"api-version":"%s"},"projects":[' % API_VERSION
-    body += ",".join('{"name":%s}' % p for p in parts) + "]}"
+    body = f'{{"meta":{{"api-version":"{API_VERSION}"}},"projects":['
+    body += ",".join(f'{{"name":{p}}}' for p in parts) + "]}"
     return body.encode("utf-8")

@@ -56,7 +56,7 @@ class SimpleRoutes(Base):
         """The page cache group of a C{GET} of a C{+simple/} page; C{None} for other requests."""
         if request.method != b"GET":
             return None
-        parts = request.path.split(b"/")
+        parts: list[bytes] = request.path.split(b"/")
         if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:
             return parts[4].decode("ascii", "replace")
         if len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
@@ -90,7 +90,7 @@ class SimpleRoutes(Base):
             page = await build(key[1])
             headers = page.headers
             if page.stale:
-                headers += STALE_HEADERS + ((b"Expires", releases.http_date(self._clock()).encode()),)
+                headers += (*STALE_HEADERS, (b"Expires", releases.http_date(self._clock()).encode()))
             else:
                 self.pages.put(
                     group, key, page.serial, (page.content_type, page.body, headers, page.expires), page.own_write
@@ -101,12 +101,14 @@ class SimpleRoutes(Base):
             request.setHeader(name, value)
         return found[1]
 
-    async def _mirror_pages(self, stage: str, mirrors: list[tuple[str, dict[str, Any]]], project: str) -> list[MirrorPage]:
+    async def _mirror_pages(
+        self, stage: str, mirrors: list[tuple[str, dict[str, Any]]], project: str
+    ) -> list[MirrorPage]:
         """
         Pages of the consulted mirrors; a base mirror that fails counts as
         not having the project, the index's own failure is an error.
         """
-        pages = []
+        pages: list[Any] = []
         if self._mirror is None:
             return pages
         for name, config in mirrors:
@@ -203,7 +205,12 @@ class SimpleRoutes(Base):
                     await self._mirror.page(name, config, normalized, refresh=True)
                 except APIError as e:
                     # devpi answers 500 here; the page itself will say what is wrong
-                    self._log.warn("Refresh of {project} on {mirror}: {message}", project=normalized, mirror=name, message=e.message)
+                    self._log.warn(
+                        "Refresh of {project} on {mirror}: {message}",
+                        project=normalized,
+                        mirror=name,
+                        message=e.message,
+                    )
         return self._redirect(request, f"/{stage}/+simple/{normalized}/")
 
     # -- project and version JSON ---------------------------------------------
@@ -237,7 +244,9 @@ class SimpleRoutes(Base):
                 raise APIError(415, "unsupported media type, use Accept: application/json")
             if normalized != project:
                 return self._redirect(request, f"/{stage}/{normalized}")
-            result, mirrored = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
+            result, mirrored = await self._merged_versions(
+                request, stage, normalized, has_arg(request, b"ignore_bases")
+            )
             if not result and not mirrored:
                 raise not_found(f"The project {normalized} does not exist.")
             return self._reply(request, "projectconfig", result)

@@ -103,7 +103,7 @@ class LimitedRequest(server.Request):
         self._started = time.monotonic()
 
     def _limit(self) -> int:
-        return int(getattr(self.channel.site, "max_body", 1 << 30))
+        return int(getattr(getattr(self.channel, "site", None), "max_body", 1 << 30))
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
@@ -124,6 +124,8 @@ class LimitedRequest(server.Request):
         self._too_large = True
         body = b'{\n  "message": "request body too large"\n}\n'
         transport = self.channel.transport
+        if transport is None:  # the connection is gone already
+            return
         transport.write(
             b"HTTP/1.1 413 Request Entity Too Large\r\n"
             b"Content-Type: application/json\r\n"
@@ -139,10 +141,12 @@ class LimitedRequest(server.Request):
 
 
 class DevpiSite(server.Site):
-    requestFactory = LimitedRequest
+    requestFactory = LimitedRequest  # type: ignore[assignment]  # Site declares http.Request's constructor
     _log = Logger()
 
-    def __init__(self, resource: IResource, max_body: int, log_requests: bool = True, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, resource: IResource, max_body: int, log_requests: bool = True, metrics: Metrics | None = None
+    ) -> None:
         super().__init__(resource)
         self.max_body = max_body
         self._log_requests = log_requests
