@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_e2e_server -*-
 """
 Console scripts in the style of devpi-server's C{devpi-export},
 C{devpi-import} and C{devpi-fsck}: the same one-shot actions as

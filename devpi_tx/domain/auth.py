@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api,tests.test_model -*-
 """
 Passwords and login tokens.
 """

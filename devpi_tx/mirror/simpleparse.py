@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_simpleparse -*-
 """
 Parsing upstream simple pages (PEP 503 HTML and PEP 691 JSON).  Pure.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_model -*-
 """
 Errors the domain raises with the status and message a client gets.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_model,tests.test_hardening -*-
 """
 Names of users, indexes, projects, versions and release files, and release metadata (spec 0.8, 4.1).
 """

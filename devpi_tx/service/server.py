@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_e2e_server,tests.test_tempfiles -*-
 """
 The service tree of a serving process: thread pools, the store, the mirror,
 the web site, the event hooks and, in the main instance, the supervised

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_e2e_workers -*-
 """
 One process tree: the main instance opens the listening sockets, serves on
 them and runs the event hooks; request-only workers adopt the same sockets.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_e2e_faults,tests.test_options -*-
 """
 C{twistd devpi}: the plugin's entry point.  Runs the one-shot actions
 (--init, --export, --import, --fsck, --gen-config) or builds the service

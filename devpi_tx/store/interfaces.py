@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """
 Interfaces between the web layer and storage.
 """

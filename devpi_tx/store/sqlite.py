@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """
 SQLite storage: JSON documents keyed by path-like strings, one serial and
 one changelog row per committed write transaction.

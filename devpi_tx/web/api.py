@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api,tests.test_hardening -*-
 """
 The devpi REST API: server info, login, users, indexes, uploads and push
 (spec sections 1-4).  Handlers parse the request, run one store transaction

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_packages,tests.test_zipbomb -*-
 """
 Files under C{+f/} and C{+e/}: stored files from disk, mirror files fetched
 on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).
