@@ -18,8 +18,8 @@ import sysconfig
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from devpi_tx import tap
 from devpi_tx.admin.genconfig import NGINX_CACHE, gen_config, nginx_size, outside_site, proxy_address, server_args
-from devpi_tx.service import tap
 from devpi_tx.service.options import Options
 from devpi_tx.service.serverdir import ServerDir
 
