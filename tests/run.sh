@@ -22,7 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+# --use-pep517: pip honours editable_mode=compat (which keeps the twistd plugin visible) also
+# when the venv already holds a newer setuptools
+.venv/bin/pip install -q --disable-pip-version-check --use-pep517 -e '.[test]' --config-settings editable_mode=compat
 if [ $# -eq 0 ]; then
     set -- tests
 fi

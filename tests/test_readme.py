@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import re
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.processes import REPO
+from tests.processes import REPO, assert_ok, bin_path, run
 
 # the system programs the tests run, and the Debian package of each
 SYSTEM_TOOLS = {"nginx": "nginx", "systemd-analyze": "systemd", "unshare": "util-linux"}
@@ -52,3 +52,14 @@ class ReadmeTests(SynchronousTestCase):
                 text = _read("tests", name)
                 used |= {tool for tool in SYSTEM_TOOLS if re.search(rf'["/]{re.escape(tool)}["\s]', text)}
         self.assertEqual(used, set(SYSTEM_TOOLS), "a tool listed here that no test uses, or the reverse")
+
+
+class InstalledPluginTests(TestCase):
+    async def test_twistd_lists_devpi_as_installed(self) -> None:
+        """
+        The installed C{twistd} lists the plugin without this checkout on
+        C{PYTHONPATH}: the install the README makes keeps it visible.
+        """
+        listed = await run([bin_path("twistd"), "--help"], cwd="/", checkout=False)
+        assert_ok(listed)
+        self.assertRegex(listed.output, r"\n\s+devpi\s+A private Python package index")
