@@ -7,7 +7,6 @@ L{ITransaction}; file contents arrive as L{PreparedFile}s.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from devpi_tx.model.names import (
     check_version,
     empty_metadata,
     normalize_name,
-    split_stage,
     version_key,
 )
 from devpi_tx.model.policy import Identity, Policy
@@ -75,7 +73,7 @@ def _check_upload(identity: Identity, policy: Policy, config: Mapping[str, Any])
         raise forbidden("no permission to submit")
 
 
-def _version_record(
+def version_record(
     tx: ITransaction, stage: str, project: str, version: str, metadata: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     vkey = keys.version(stage, project, version)
@@ -91,7 +89,7 @@ def _version_record(
     return vkey, record
 
 
-def _ensure_project(tx: ITransaction, stage: str, name: str) -> str:
+def ensure_project(tx: ITransaction, stage: str, name: str) -> str:
     project = normalize_name(name)
     if tx.get(keys.project(stage, project)) is None:
         tx.set(keys.project(stage, project), {"name": name, "created": time.time()})
@@ -109,14 +107,14 @@ def register(
     config = _require_stage(tx, stage)
     _check_upload(identity, policy, config)
     check_metadata(metadata)
-    project = _ensure_project(tx, stage, metadata["name"])
-    vkey, record = _version_record(tx, stage, project, metadata["version"], {})
+    project = ensure_project(tx, stage, metadata["name"])
+    vkey, record = version_record(tx, stage, project, metadata["version"], {})
     record.update(empty_metadata())
     record.update(metadata)
     tx.set(vkey, record)
 
 
-def _link(
+def new_link(
     relpath: str,
     rel: str,
     content: PreparedFile,
@@ -137,7 +135,7 @@ def _link(
     return link
 
 
-def _file_entry(project: str, version: str, content: PreparedFile, now: float) -> dict[str, Any]:
+def file_entry(project: str, version: str, content: PreparedFile, now: float) -> dict[str, Any]:
     return {
         "hash_spec": f"sha256={content.sha256}",
         "hashes": {"sha256": content.sha256},
@@ -148,7 +146,7 @@ def _file_entry(project: str, version: str, content: PreparedFile, now: float) -
     }
 
 
-def _replace_link(
+def replace_link(
     tx: ITransaction,
     record: dict[str, Any],
     basename_or_rel: tuple[str, str],
@@ -222,10 +220,10 @@ def store_release(
     check_filename(upload.filename, name, version)
     if upload.core_metadata_sha256 is None and upload.filename.lower().endswith(".whl"):
         _refuse_large_metadata(upload)
-    project = _ensure_project(tx, stage, name)
-    vkey, record = _version_record(tx, stage, project, version, metadata)
+    project = ensure_project(tx, stage, name)
+    vkey, record = version_record(tx, stage, project, version, metadata)
     relpath = f"{stage}/+f/{hashdir(upload.content.sha256)}/{upload.filename}"
-    identical, log = _replace_link(
+    identical, log = replace_link(
         tx,
         record,
         ("basename", upload.filename),
@@ -237,11 +235,11 @@ def store_release(
         return StoreResult(relpath, identical=True, unused=[upload.content])
     log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
     extra: dict[str, Any] = {}
-    entry = _file_entry(project, record["version"], upload.content, now)
+    entry = file_entry(project, record["version"], upload.content, now)
     if upload.core_metadata_sha256 is not None:
         extra["core_metadata"] = {"sha256": upload.core_metadata_sha256}
         entry["core_metadata"] = extra["core_metadata"]
-    record["+elinks"].append(_link(relpath, "releasefile", upload.content, log, now, **extra))
+    record["+elinks"].append(new_link(relpath, "releasefile", upload.content, log, now, **extra))
     tx.set(vkey, record)
     tx.set(keys.file(relpath), entry)
     tx.place_file(upload.content.temp_path, relpath)
@@ -280,18 +278,18 @@ def store_doczip(
         metadata = dict(metadata, name=name, version=version)
         check_metadata(metadata)
     check_version(version)
-    _ensure_project(tx, stage, name)
-    vkey, record = _version_record(tx, stage, project, version, metadata)
+    ensure_project(tx, stage, name)
+    vkey, record = version_record(tx, stage, project, version, metadata)
     if not record.get("name"):
         record.update(name=name, version=version)
     relpath = f"{stage}/+f/{hashdir(content.sha256)}/{project}-{version}.doc.zip"
-    identical, log = _replace_link(tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256)
+    identical, log = replace_link(tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256)
     if identical:
         return StoreResult(relpath, identical=True, unused=[content])
     log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
-    record["+elinks"].append(_link(relpath, "doczip", content, log, now))
+    record["+elinks"].append(new_link(relpath, "doczip", content, log, now))
     tx.set(vkey, record)
-    tx.set(keys.file(relpath), _file_entry(project, version, content, now))
+    tx.set(keys.file(relpath), file_entry(project, version, content, now))
     tx.place_file(content.temp_path, relpath)
     return StoreResult(relpath)
 
@@ -334,10 +332,10 @@ def store_toxresult(
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
     toxpath = f"{relpath}.toxresult-{stamp}-{count}"
     log = [{"what": "upload", "who": identity.user, "when": when(now), "dst": stage}]
-    record["+elinks"].append(_link(toxpath, "toxresult", content, log, now, for_entrypath=relpath))
+    record["+elinks"].append(new_link(toxpath, "toxresult", content, log, now, for_entrypath=relpath))
     entry = tx.get(keys.file(relpath))
     tx.set(vkey, record)
-    tx.set(keys.file(toxpath), _file_entry(entry["project"], entry["version"], content, now))
+    tx.set(keys.file(toxpath), file_entry(entry["project"], entry["version"], content, now))
     tx.place_file(content.temp_path, toxpath)
     return f"{toxpath}#sha256={content.sha256}"
 
@@ -445,111 +443,3 @@ def set_yanked(
         record["yanked"] = yanked
     tx.set(vkey, record)
     return dict(record)
-
-
-def push(
-    tx: ITransaction,
-    stage: str,
-    body: Mapping[str, Any],
-    identity: Identity,
-    policy: Policy,
-    files_dir: str,
-    prepare_copy: Any,
-    now: float | None = None,
-) -> list[list[Any]]:
-    """
-    Internal push of one version to C{targetindex} (spec 4.6), in one
-    transaction: a conflict leaves the target unchanged.
-    """
-    now = time.time() if now is None else now
-    name, version = body.get("name"), body.get("version")
-    if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-        raise bad_request("push needs 'name' and 'version'")
-    if body.get("no_docs") and body.get("only_docs"):
-        raise bad_request("can't use 'no_docs' and 'only_docs' together")
-    target = body.get("targetindex")
-    if not isinstance(target, str):
-        raise bad_request("external push is not supported, give 'targetindex'")
-    unknown = sorted(set(body) - {"name", "version", "targetindex", "no_docs", "only_docs", "register_project"})
-    if unknown:
-        raise bad_request(f"unknown additional options: {', '.join(unknown)}")
-    try:
-        split_stage(target)
-    except APIError:
-        raise bad_request("targetindex not in format user/index") from None
-    get_ixconfig(tx, stage)
-    project = normalize_name(name)
-    record = tx.get(keys.version(stage, project, version))
-    if record is None:
-        raise bad_request(f"there are no files for {name} {version} on stage {stage}")
-    target_config = get_ixconfig(tx, target)
-    if not policy.may_upload(identity, target_config):
-        raise APIError(401, f"user {identity.user!r} cannot upload to {target!r}")
-    links = record["+elinks"]
-    files = sorted(
-        (link for link in links if link["rel"] == "releasefile"),
-        key=lambda link: link["entrypath"].rsplit("/", 1)[1],
-    )
-    docs = [link for link in links if link["rel"] == "doczip"]
-    if body.get("only_docs"):
-        files = []
-    if body.get("no_docs"):
-        docs = []
-    if not files and not docs:
-        raise not_found(f"no release/files found for {name} {version}")
-    metadata = {k: v for k, v in record.items() if not k.startswith("+") and k != "yanked"}
-    target_project = _ensure_project(tx, target, metadata.get("name") or name)
-    tvkey, trecord = _version_record(tx, target, target_project, version, metadata)
-    volatile = target_config.get("volatile", True)
-    log: list[list[Any]] = [[200, "register", project, version, "->", target]]
-    push_entry = {
-        "what": "push",
-        "who": identity.user,
-        "when": when(now),
-        "src": stage,
-        "dst": target,
-    }
-    for link in files + docs:
-        basename = link["entrypath"].rsplit("/", 1)[1]
-        sha = link["hashes"]["sha256"]
-        relpath = f"{target}/+f/{hashdir(sha)}/{basename}"
-        match = ("rel", "doczip") if link["rel"] == "doczip" else ("basename", basename)
-        identical, overwrite = _replace_link(tx, trecord, match, relpath, volatile, sha)
-        if identical:
-            continue
-        copied = prepare_copy(files_dir, _path(files_dir, link["entrypath"]))
-        oldlog = [e for e in link.get("_log", []) if e.get("what") != "overwrite"]
-        extra = {"core_metadata": link["core_metadata"]} if link.get("core_metadata") else {}
-        new = _link(relpath, link["rel"], copied, overwrite + oldlog + [push_entry], now, **extra)
-        new["upload_time"] = link.get("upload_time", new["upload_time"])
-        trecord["+elinks"].append(new)
-        entry = _file_entry(target_project, version, copied, now)
-        if extra:
-            entry.update(extra)
-            source_meta = _path(files_dir, keys.metadata_relpath(link["entrypath"]))
-            if os.path.exists(source_meta):  # else it is extracted from the wheel on request
-                meta = prepare_copy(files_dir, source_meta)
-                tx.place_file(meta.temp_path, keys.metadata_relpath(relpath))
-        tx.set(keys.file(relpath), entry)
-        tx.place_file(copied.temp_path, relpath)
-        if link["rel"] == "doczip":
-            log.append([200, "store_doczip", project, version, "->", target])
-            continue
-        log.append([200, "store_releasefile", relpath])
-        for tox in links:
-            if tox.get("for_entrypath") != link["entrypath"]:
-                continue
-            toxpath = relpath + tox["entrypath"][len(link["entrypath"]) :]
-            tcopy = prepare_copy(files_dir, _path(files_dir, tox["entrypath"]))
-            trecord["+elinks"].append(
-                _link(toxpath, "toxresult", tcopy, [*tox.get("_log", []), push_entry], now, for_entrypath=relpath)
-            )
-            tx.set(keys.file(toxpath), _file_entry(target_project, version, tcopy, now))
-            tx.place_file(tcopy.temp_path, toxpath)
-            log.append([200, "store_toxresult", toxpath])
-    tx.set(tvkey, trecord)
-    return log
-
-
-def _path(files_dir: str, relpath: str) -> str:
-    return os.path.join(files_dir, relpath)

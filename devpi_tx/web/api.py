@@ -19,8 +19,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from devpi_tx import __version__
-from devpi_tx.domain import queries as views
-from devpi_tx.domain import releases, users
+from devpi_tx.domain import push, queries, releases, users
 from devpi_tx.domain.auth import hash_password
 from devpi_tx.events.processor import read_event_serial
 from devpi_tx.model.errors import APIError, bad_request
@@ -258,7 +257,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             ):
                 return await self._project_list(request, stage)
             with_projects = not has_arg(request, b"no_projects")
-            config = await self._store.read(lambda tx: views.index_view(tx, stage, with_projects))
+            config = await self._store.read(lambda tx: queries.index_view(tx, stage, with_projects))
             return self._reply(request, "indexconfig", config)
         if method == b"POST" and header(request, b"Content-Type").startswith("multipart/"):
             return await self._legacy_upload(request, stage)
@@ -287,7 +286,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             raise bad_request("push body must be a JSON object")
         log = await self._write(
             request,
-            lambda tx: releases.push(tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy),
+            lambda tx: push.push(tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy),
         )
         return self._reply(request, "actionlog", log)
 

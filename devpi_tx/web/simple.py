@@ -14,8 +14,7 @@ from urllib.parse import quote
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from devpi_tx.domain import queries as views
-from devpi_tx.domain import releases
+from devpi_tx.domain import queries, releases
 from devpi_tx.mirror.pages import MirrorPage
 from devpi_tx.model.errors import APIError, bad_request, not_found
 from devpi_tx.model.names import normalize_name
@@ -128,7 +127,7 @@ class SimpleRoutes(Base):
 
     async def _project_list(self, request: IRequest, stage: str) -> bytes:
         async def build(want_json: bool) -> Rendered:
-            serial, per_stage = await self._store.read(lambda tx: (tx.serial, views.project_names(tx, stage)))
+            serial, per_stage = await self._store.read(lambda tx: (tx.serial, queries.project_names(tx, stage)))
             lists: list[tuple[str, Iterable[str]]] = []
             stale = False
             expires = None
@@ -177,7 +176,7 @@ class SimpleRoutes(Base):
             return render.relative_url(path, "/" + quote(relpath, safe="/+@:"))
 
         async def build(want_json: bool) -> Rendered:
-            plan = await self._store.read(lambda tx: views.simple_plan(tx, stage, normalized))
+            plan = await self._store.read(lambda tx: queries.simple_plan(tx, stage, normalized))
             pages = await self._mirror_pages(stage, plan.mirrors, normalized)
             if not plan.found and not pages:
                 raise not_found(f"The project {normalized} does not exist.")
@@ -199,7 +198,7 @@ class SimpleRoutes(Base):
     async def simple_refresh(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
-        plan = await self._store.read(lambda tx: views.simple_plan(tx, stage, normalized))
+        plan = await self._store.read(lambda tx: queries.simple_plan(tx, stage, normalized))
         if self._mirror is not None:
             for name, config in plan.mirrors:
                 try:
@@ -222,12 +221,12 @@ class SimpleRoutes(Base):
         """Versiondata by version, and whether a mirror has the project (maybe without files)."""
         url_for = self._url_for(request)
         result, mirrors = await self._store.read(
-            lambda tx: views.project_view(tx, stage, project, ignore_bases, url_for)
+            lambda tx: queries.project_view(tx, stage, project, ignore_bases, url_for)
         )
         pages = await self._mirror_pages(stage, mirrors, project)
         for page in pages:
-            for version, view in views.mirror_versions(project, page.links, url_for).items():
-                views.add_version(result, version, view)
+            for version, view in queries.mirror_versions(project, page.links, url_for).items():
+                queries.add_version(result, version, view)
         return result, bool(pages)
 
     @app.route("/<user>/<index>/<project>", methods=["GET", "DELETE"])
@@ -292,4 +291,4 @@ class SimpleRoutes(Base):
             request,
             lambda tx: releases.set_yanked(tx, stage, project, version, yanked, identity, self._policy),
         )
-        return self._reply(request, "versiondata", views.versiondata_view(record, self._url_for(request)))
+        return self._reply(request, "versiondata", queries.versiondata_view(record, self._url_for(request)))
