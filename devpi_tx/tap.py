@@ -22,7 +22,7 @@ from devpi_tx.domain.auth import load_secret
 from devpi_tx.service.options import Options
 from devpi_tx.service.serverdir import ServerDir
 from devpi_tx.service.supervisor import die_with_parent
-from devpi_tx.store.sqlite import StorageError
+from devpi_tx.store.interfaces import StorageError
 
 __all__ = ["Options", "makeService"]
 

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.admin.fsck import FATAL, fsck
 from devpi_tx.domain import keys
-from devpi_tx.store.sqlite import StorageError
+from devpi_tx.store.interfaces import StorageError
 from tests.helpers import APIHarness, make_sdist, make_wheel
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from devpi_tx.store.sqlite import StorageError
+from devpi_tx.store.interfaces import StorageError
 
 DEFAULT_SERVERDIR = "~/.devpi/server"
 

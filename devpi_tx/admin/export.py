@@ -27,8 +27,8 @@ from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain import keys
 from devpi_tx.model.names import normalize_name
 from devpi_tx.service.serverdir import ServerDir
-from devpi_tx.store.interfaces import ITransaction
-from devpi_tx.store.sqlite import SQLiteStore, StorageError
+from devpi_tx.store.interfaces import ITransaction, StorageError
+from devpi_tx.store.sqlite import SQLiteStore
 
 DUMPVERSION = "2"
 DATAINDEX = "dataindex.json"

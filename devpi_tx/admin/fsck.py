@@ -21,8 +21,8 @@ from typing import Any
 from devpi_tx.domain import keys
 from devpi_tx.service.serverdir import ServerDir
 from devpi_tx.store.files import CHUNK, wheel_metadata
-from devpi_tx.store.interfaces import ITransaction
-from devpi_tx.store.sqlite import SQLiteStore, StorageError
+from devpi_tx.store.interfaces import ITransaction, StorageError
+from devpi_tx.store.sqlite import SQLiteStore
 
 FATAL = "fatal: There have been errors during consistency check."
 

@@ -6,9 +6,23 @@ Interfaces between the web layer and storage.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from zope.interface import Attribute, Interface
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    """One committed write: its serial, when it committed, and each changed document's new value (C{None}: deleted)."""
+
+    serial: int
+    created: float
+    changes: dict[str, Any]
+
+
+class StorageError(Exception):
+    """The database is not usable (wrong schema, not initialised)."""
 
 
 class StorageFull(Exception):

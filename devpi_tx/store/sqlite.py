@@ -13,14 +13,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zope.interface import implementer
 
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.files import unlink_if_present
-from devpi_tx.store.interfaces import IStore, ITransaction, StorageFull
+from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError, StorageFull
+from devpi_tx.store.sqlite_tx import SQLiteTransaction, dumps
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -40,17 +40,6 @@ def inline_runner(fn: Callable[[], T]) -> Deferred[T]:
     from twisted.internet.defer import maybeDeferred
 
     return maybeDeferred(fn)
-
-
-@dataclass(frozen=True)
-class ChangelogEntry:
-    serial: int
-    created: float
-    changes: dict[str, Any]
-
-
-class StorageError(Exception):
-    """The database is not usable (wrong schema, not initialised)."""
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -113,69 +102,6 @@ def migrate(path: str) -> int:
         return int(version)
     finally:
         conn.close()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def _prefix_end(prefix: str) -> str:
-    if not prefix:
-        return "\U0010ffff"
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-@implementer(ITransaction)
-class _Transaction:
-    def __init__(self, conn: sqlite3.Connection, serial: int, writable: bool) -> None:
-        self._conn = conn
-        self.serial = serial
-        self._writable = writable
-        self.changes: dict[str, Any] = {}
-        self.placed: list[tuple[str, str]] = []
-        self.removed: list[str] = []
-
-    def get(self, key: str) -> Any:
-        if key in self.changes:
-            return self.changes[key]
-        return self._stored(key)
-
-    def _stored(self, key: str) -> Any:
-        row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def _change(self, key: str, value: Any) -> None:
-        # a write that leaves a key as it was is no change (no serial for it)
-        if key not in self.changes and self._stored(key) == value:
-            return
-        self.changes[key] = value
-
-    def items(self, prefix: str) -> list[tuple[str, Any]]:
-        rows = self._conn.execute(
-            "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-            (prefix, _prefix_end(prefix)),
-        ).fetchall()
-        found = {key: json.loads(value) for key, value in rows}
-        for key, value in self.changes.items():
-            if key.startswith(prefix):
-                found[key] = value
-        return sorted((k, v) for k, v in found.items() if v is not None)
-
-    def set(self, key: str, value: Any) -> None:
-        assert self._writable, "read transaction"
-        self._change(key, json.loads(_dumps(value)))
-
-    def delete(self, key: str) -> None:
-        assert self._writable, "read transaction"
-        self._change(key, None)
-
-    def place_file(self, temp_path: str, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.placed.append((temp_path, relpath))
-
-    def remove_file(self, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.removed.append(relpath)
 
 
 @implementer(IStore)
@@ -291,7 +217,7 @@ class SQLiteStore:
             conn = self._conn()
             conn.execute("BEGIN")
             try:
-                tx = _Transaction(conn, self._max_serial(conn), writable=False)
+                tx = SQLiteTransaction(conn, self._max_serial(conn), writable=False)
                 return fn(tx)
             finally:
                 conn.execute("ROLLBACK")
@@ -308,7 +234,7 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             committed = False
             created: list[str] = []
-            tx = _Transaction(conn, self._max_serial(conn), writable=True)
+            tx = SQLiteTransaction(conn, self._max_serial(conn), writable=True)
             missed: list[ChangelogEntry] = []
             try:
                 result = fn(tx)
@@ -324,11 +250,11 @@ class SQLiteStore:
                     else:
                         conn.execute(
                             "INSERT OR REPLACE INTO kv (key, value, serial) VALUES (?, ?, ?)",
-                            (key, _dumps(value), serial),
+                            (key, dumps(value), serial),
                         )
                 conn.execute(
                     "INSERT INTO changelog (serial, created, changes) VALUES (?, ?, ?)",
-                    (serial, time.time(), _dumps(changes)),
+                    (serial, time.time(), dumps(changes)),
                 )
                 self._place_files(tx.placed, created)
                 groups = self._groups_of(changes) if self._groups_of is not None else None
@@ -500,13 +426,13 @@ def init_database(path: str, initial: Callable[[ITransaction], None]) -> None:
         if conn.execute("SELECT count(*) FROM changelog").fetchone()[0]:
             conn.execute("ROLLBACK")
             return
-        tx = _Transaction(conn, -1, writable=True)
+        tx = SQLiteTransaction(conn, -1, writable=True)
         initial(tx)
         for key, value in tx.changes.items():
-            conn.execute("INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, _dumps(value)))
+            conn.execute("INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, dumps(value)))
         conn.execute(
             "INSERT INTO changelog (serial, created, changes) VALUES (0, ?, ?)",
-            (time.time(), _dumps(tx.changes)),
+            (time.time(), dumps(tx.changes)),
         )
         conn.execute("COMMIT")
     finally:
