@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from devpi_tx.store.coalesce import Coalescer
-from devpi_tx.store.sqlite import SQLiteStore
+from devpi_tx.store.interfaces import IStore
 
 EVENT_SERIAL = ".event_serial"
 BATCH = 100
@@ -58,7 +58,7 @@ class EventProcessor(Service):
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: IStore,
         serverdir: str,
         hooks: list[Hook],
         reactor: Any,

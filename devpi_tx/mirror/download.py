@@ -227,9 +227,7 @@ class MirrorFiles:
         return True
 
     async def _cached(self, relpath: str) -> bool:
-        poll = getattr(self._store, "poll", None)
-        if poll is not None:
-            await poll()
+        await self._store.poll()
         entry = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
         return bool(entry and entry.get("last_modified") and os.path.exists(os.path.join(self._files_dir, relpath)))
 

@@ -34,6 +34,7 @@ from devpi_tx.service.serverdir import ServerDir
 from devpi_tx.service.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files
+from devpi_tx.store.interfaces import IStore
 from devpi_tx.store.sqlite import SQLiteStore
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.metrics import Metrics
@@ -60,7 +61,7 @@ class ThreadPoolService(Service):
 
 
 class StoreService(Service):
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: IStore) -> None:
         self.store = store
 
     def stopService(self) -> None:
@@ -211,7 +212,7 @@ class Announce(Service):
 
     _log = Logger()
 
-    def __init__(self, listeners: Any, serverdir: ServerDir, store: SQLiteStore, initialised: str | None) -> None:
+    def __init__(self, listeners: Any, serverdir: ServerDir, store: IStore, initialised: str | None) -> None:
         """@param initialised: C{"empty"} or C{"set"} (root's password) when the server dir was just made."""
         self._listeners = listeners
         self._serverdir = serverdir

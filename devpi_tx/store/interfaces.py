@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,12 @@ class IStore(Interface):
     Document storage with one serial per committed write and a changelog.
     """
 
-    def read(fn: Callable[[ITransaction], Any]) -> Any:
+    def read(fn: Callable[[ITransaction], Any]) -> Deferred[Any]:
         """Run C{fn} in a read transaction; a Deferred of its result."""
 
-    def write(fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None) -> Any:
+    def write(
+        fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None
+    ) -> Deferred[tuple[Any, int]]:
         """
         Run C{fn} in a write transaction and commit; a Deferred of
         C{(result, serial)} where C{serial} is the new serial, or the current
@@ -81,10 +86,31 @@ class IStore(Interface):
         threads; if it raises, the write fails and the database is untouched.
         """
 
+    last_commit_time = Attribute("When this process last saw a commit (seconds since the epoch).")
+
     def current_serial() -> int:
         """The newest serial this process knows of."""
 
-    def changelog(since: int, limit: int) -> Any:
+    def behind() -> bool:
+        """Whether another process has committed a serial this process has not seen yet."""
+
+    def missed() -> tuple[int, frozenset[int] | None]:
+        """
+        The newest serial of any process, and the page groups (as hashes)
+        the commits this process has not seen touched; C{None} when unknown
+        (too many, or too far behind).
+        """
+
+    def poll() -> Deferred[int]:
+        """
+        A Deferred that fires with the newest serial once this process has
+        seen (and told its subscribers of) every commit of the others.
+        """
+
+    def file_path(relpath: str) -> str:
+        """Where the file store keeps C{relpath} on this host."""
+
+    def changelog(since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
         """A Deferred of up to C{limit} L{ChangelogEntry} with serial > C{since}."""
 
     def subscribe(callback: Callable[[int, dict[str, Any]], None]) -> None:

@@ -109,7 +109,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             "port": self._config.port,
             "outside-url": self._config.outside_url,
             "serial": serial,
-            "last-commit-timestamp": getattr(self._store, "last_commit_time", self.started),
+            "last-commit-timestamp": self._store.last_commit_time,
             "event-serial": event_serial,
             "event-serial-timestamp": event_time,
             "event-serial-in-sync-at": in_sync,

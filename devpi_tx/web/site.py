@@ -41,13 +41,12 @@ class DevpiResource(Resource):
     def render(self, request: Any) -> Any:
         for name, value in self._headers:
             request.setHeader(name, value)
-        behind = getattr(self._store, "behind", None)
-        if behind is not None and behind():
+        if self._store.behind():
             early = self._unaffected_page(request)
             if early is not None:
                 return early
             # another process committed: see its changes before answering
-            d = self._store.poll()  # type: ignore[attr-defined]
+            d = self._store.poll()
             d.addBoth(lambda _: self._render_now(request, later=True))
             return server.NOT_DONE_YET
         return self._render_now(request)
@@ -62,14 +61,14 @@ class DevpiResource(Resource):
         group = self._api.page_group(request)
         if group is None:
             return None
-        newest, touched = self._store.missed()  # type: ignore[attr-defined]
+        newest, touched = self._store.missed()
         if touched is None or group_hash(group) in touched:
             return None
         body = self._api.cached_page(request, group)
         if body is None:
             return None
         request.setHeader(b"X-Devpi-Serial", str(newest).encode())
-        self._store.poll().addErrback(self._poll_failed)  # type: ignore[attr-defined]
+        self._store.poll().addErrback(self._poll_failed)
         return body
 
     def _poll_failed(self, failure: Any) -> None:
