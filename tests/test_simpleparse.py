@@ -9,7 +9,8 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.mirror.simpleparse import SIMPLE_JSON, parse_project_page, project_of
+from devpi_tx.mirror.simpleparse import SIMPLE_JSON, parse_project_page
+from devpi_tx.model.names import project_of
 
 PAGE = "http://upstream.test/simple/pkg/"
 

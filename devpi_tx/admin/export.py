@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from devpi_tx import __version__
 from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain import keys
-from devpi_tx.model.names import normalize_name
+from devpi_tx.model.names import normalize_name, split_filename
 from devpi_tx.service.serverdir import ServerDir
 from devpi_tx.store.interfaces import ITransaction, StorageError
 from devpi_tx.store.sqlite import SQLiteStore
@@ -36,7 +36,6 @@ USER_KEYS = frozenset(
     ["username", "pwhash", "pwsalt", "email", "title", "description", "custom_data", "created", "modified", "indexes"]
 )
 FILE_TYPES = ("releasefile", "doczip", "toxresult")
-_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".whl", ".egg", ".exe", ".msi", ".dmg", ".rpm", ".deb")
 
 
 class DumpError(Exception):
@@ -348,12 +347,9 @@ def version_of(filename: str) -> str:
     basename = filename.rsplit("/", 1)[-1].split(".toxresult-", 1)[0]
     if basename.endswith(".doc.zip"):
         stem = basename[: -len(".doc.zip")]
-    else:
-        stem = next((basename[: -len(s)] for s in _SUFFIXES if basename.endswith(s)), "")
-    if basename.endswith((".whl", ".egg")):
-        parts = stem.split("-")
-        return parts[1] if len(parts) > 1 else ""
-    return stem.rpartition("-")[2] if "-" in stem else ""
+        return stem.rpartition("-")[2] if "-" in stem else ""
+    found = split_filename(basename)
+    return found[1] if found else ""
 
 
 def _link(source: str, target: str, warnings: list[str]) -> int | None:

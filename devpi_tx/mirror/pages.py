@@ -24,10 +24,10 @@ from devpi_tx.mirror.simpleparse import (
     UpstreamLink,
     parse_project_list,
     parse_project_page,
-    project_of,
 )
 from devpi_tx.mirror.upstream import Fetched, Upstream, UpstreamError
 from devpi_tx.model.errors import APIError
+from devpi_tx.model.names import project_of
 from devpi_tx.store.coalesce import Coalescer
 from devpi_tx.store.interfaces import IStore, ITransaction
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from devpi_tx.model.errors import bad_request
@@ -223,3 +224,97 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
         raise bad_request("invalid metadata: Missing required field 'version'")
     check_project_name(name)
     check_version(version)
+
+
+# -- file names -> (project, version) ------------------------------------------
+
+# archive kinds devpi lists, longest first so ".tar.gz" wins over ".gz"
+_SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tbz2", ".tgz", ".tbz", ".txz", ".tar", ".zip")
+_BINARY_SUFFIXES = (".exe", ".msi", ".rpm", ".deb", ".dmg")
+# bdist_dumb / bdist_wininst platform tags and python tags after the version
+_PLATFORM_RE = re.compile(
+    r"(?:\.(?:linux|macosx|win|cygwin|darwin|freebsd|openbsd|netbsd|solaris|sunos|aix)|-macosx|-py\d)[-\w.]*$",
+    re.IGNORECASE,
+)
+_RPM_ARCH_RE = re.compile(r"\.(?:src|noarch|x86_64|i[3-6]86|aarch64|armv7hl|ppc64le|s390x)$")
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _split_name_version(stem: str) -> tuple[str, str] | None:
+    """
+    C{name-version} split at the first dash after which a version follows
+    (devpi's rule: C{foo-2.0-1} is C{foo} C{2.0-1}, C{py-3to2-1.0} is
+    C{py-3to2} C{1.0}); C{None} when no split gives a version.
+    """
+    parts = stem.split("-")
+    for i in range(1, len(parts)):
+        name, version = "-".join(parts[:i]), "-".join(parts[i:])
+        if name and _is_version(version):
+            return name, version
+    return None
+
+
+def _candidates(stem: str, suffix: str) -> list[str]:
+    """The stem, and the stem without the tags some kinds put after the version."""
+    if suffix == ".rpm":
+        # name-version-release.arch.rpm: the release is not part of the version
+        bare = _RPM_ARCH_RE.sub("", stem)
+        return [bare.rpartition("-")[0], bare, stem]
+    return [stem, _PLATFORM_RE.sub("", stem)]
+
+
+def split_filename(filename: str) -> tuple[str, str] | None:
+    """C{(name, version)} of an archive name of any kind devpi lists, both as written; C{None} if it is none."""
+    lowered = filename.lower()
+    if lowered.endswith((".whl", ".egg")):
+        try:
+            if lowered.endswith(".whl"):
+                wheel_name, wheel_version, _, _ = parse_wheel_filename(filename)
+                return str(wheel_name), str(wheel_version)
+        except InvalidWheelFilename:
+            pass
+        # name-version[-pyX.Y[-platform]].egg, and wheels packaging refuses:
+        # name and version have no dashes
+        parts = filename[:-4].split("-")
+        return (parts[0], parts[1]) if len(parts) >= 2 and parts[0] and parts[1] else None
+    suffix = next((s for s in _SDIST_SUFFIXES + _BINARY_SUFFIXES if lowered.endswith(s)), None)
+    if suffix is None:
+        return None
+    stem = filename[: -len(suffix)]
+    if suffix == ".deb" and "_" in stem:
+        # Debian's name_version-revision_arch.deb
+        name, _, rest = stem.partition("_")
+        version = rest.split("_", 1)[0].rsplit("-", 1)[0]
+        return (name, version) if name and version else None
+    for candidate in _candidates(stem, suffix):
+        found = _split_name_version(candidate)
+        if found is not None:
+            return found
+    # not a version packaging knows: the part from the first digit on, as devpi does
+    parts = stem.split("-")
+    for i in range(1, len(parts)):
+        if parts[i][:1].isdigit() and parts[0]:
+            return "-".join(parts[:i]), "-".join(parts[i:])
+    name, _, version = stem.rpartition("-")
+    return (name, version) if name and version else None
+
+
+def project_of(filename: str) -> tuple[str, str] | None:
+    """
+    C{(normalised project, version)} of an archive name of any kind devpi
+    lists (sdists, wheels, eggs, installers, rpm/deb/dmg), if it is one;
+    the version normalised when it is a PEP 440 one.
+    """
+    found = split_filename(filename)
+    if found is None:
+        return None
+    name, version = found
+    # normalised as packaging does for wheels, so an sdist and a wheel of one release agree
+    return normalize_name(name), str(Version(version)) if _is_version(version) else version

@@ -20,9 +20,9 @@ from twisted.web.iweb import IRequest
 
 from devpi_tx.domain import keys, releases
 from devpi_tx.domain.users import get_ixconfig
-from devpi_tx.mirror.simpleparse import project_of
 from devpi_tx.mirror.upstream import UpstreamError, with_credentials
 from devpi_tx.model.errors import APIError, not_found
+from devpi_tx.model.names import project_of
 from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, parse_json
