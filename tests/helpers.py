@@ -12,13 +12,16 @@ import os
 import tarfile
 import uuid
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IResponse
+from twisted.web.resource import IResource
 
 from devpi_tx.domain.auth import TokenSigner
 from devpi_tx.mirror.download import MirrorFiles
@@ -35,6 +38,37 @@ from devpi_tx.web.pagecache import page_groups
 from devpi_tx.web.site import DevpiResource
 
 UPSTREAM_URL = "http://upstream.test/simple/"
+
+
+class StubClient(Protocol):
+    """
+    What these tests call of treq's C{StubTreq}: it sets C{HTTPClient}'s
+    methods and treq's C{content} functions on itself at run time, where
+    mypy does not see them.
+    """
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str | list[str]] | None = None,
+        data: bytes | None = None,
+        allow_redirects: bool = True,
+    ) -> Deferred[IResponse]: ...
+
+    def get(self, url: str, *, headers: Mapping[str, str | list[str]] | None = None) -> Deferred[IResponse]: ...
+
+    def content(self, response: IResponse) -> Deferred[bytes]: ...
+
+    def json_content(self, response: IResponse) -> Deferred[Any]: ...
+
+    def flush(self) -> None: ...
+
+
+def stub_treq(resource: IResource) -> StubClient:
+    """treq's C{StubTreq} serving C{resource}, typed as L{StubClient}."""
+    return cast(StubClient, StubTreq(resource))
 
 
 def files_below(path: str) -> dict[str, bytes]:
@@ -164,9 +198,9 @@ class APIHarness:
             return inline_runner(lambda: fn(*args))
 
         mirror = files = None
-        self.upstream_client: Any = None
+        self.upstream_client: StubClient | None = None
         if upstream is not None:
-            self.upstream_client = StubTreq(upstream)
+            self.upstream_client = stub_treq(upstream)
             client = Upstream(self.upstream_client, self.clock, timeout=5)
             mirror = MirrorService(self.store, client, self.clock, offline=offline)
             files = MirrorFiles(self.store, client, self.serverdir.files, self.clock)
@@ -175,7 +209,7 @@ class APIHarness:
         self.mirror = mirror
         self.mirror_files = files
         self.api = IndexAPI(config, self.store, run, mirror, files, clock=self.clock.seconds)
-        self.treq = StubTreq(DevpiResource(self.api, self.store, config.uuid))
+        self.treq = stub_treq(DevpiResource(self.api, self.store, config.uuid))
         self.auth: dict[str, str] = {}
 
     def request(
@@ -203,9 +237,9 @@ class APIHarness:
         )
         self.flush(pending)
         response = self._testcase.successResultOf(pending)
-        pending = self.treq.content(response)
-        self.flush(pending)
-        content = self._testcase.successResultOf(pending)
+        reading = self.treq.content(response)
+        self.flush(reading)
+        content = self._testcase.successResultOf(reading)
         return Reply(response.code, response.headers, content, response.phrase)
 
     def flush(self, pending: Deferred[Any] | None = None) -> None:

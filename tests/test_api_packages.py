@@ -326,6 +326,7 @@ class DeleteAndPushTests(_Base):
             reply = self.h.request("GET", path, headers={"Accept": "*/*", "Range": asked})
             self.assertEqual((reply.code, reply.body), (200, data), asked)
         stamp = whole.header("Last-Modified")
+        assert stamp is not None
         fresh = self.h.request("GET", path, headers={"Accept": "*/*", "Range": "bytes=0-3", "If-Range": stamp})
         self.assertEqual((fresh.code, fresh.body), (206, data[:4]))
         stale = self.h.request(
@@ -457,7 +458,9 @@ class PathSafetyTests(_Base):
         """C{+simple/P/refresh} redirects to the project page (devpi answers 500 when offline)."""
         reply = self.h.request("POST", "/alice/dev/+simple/pkg/refresh")
         self.assertEqual(reply.code, 302)
-        self.assertTrue(reply.header("Location").endswith("/alice/dev/+simple/pkg/"))
+        location = reply.header("Location")
+        assert location is not None
+        self.assertTrue(location.endswith("/alice/dev/+simple/pkg/"))
 
     def test_cached_page_hit(self) -> None:
         """The second request for a page is answered from the page cache."""

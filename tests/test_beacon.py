@@ -138,9 +138,9 @@ class UnaffectedPagesTests(SynchronousTestCase):
         reply = self.successResultOf(touched)
         self.assertEqual(reply.code, 200)
         self.assertEqual(self.b.store.current_serial(), newest)
-        body = self.b.treq.json_content(reply)
-        self.b.flush(body)
-        body = self.successResultOf(body)
+        reading = self.b.treq.json_content(reply)
+        self.b.flush(reading)
+        body = self.successResultOf(reading)
         self.assertEqual(body["versions"], ["1.0", "2.0"])
 
     def test_index_change_waits_for_everything(self) -> None:

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import os
 
-from tests import test_e2e_mirror
 from tests.processes import Result, bin_path, run
 from tests.test_e2e_clients import _ServerCase
+from tests.test_e2e_mirror import MirrorServerMixin
 
 
-class DevpiClientCompatTests(_ServerCase):
-    # a server pointed at a fake upstream, as the mirror tests start it
-    start = test_e2e_mirror.MirrorEndToEndTests.start
-    point = test_e2e_mirror.MirrorEndToEndTests.point
-
+class DevpiClientCompatTests(MirrorServerMixin, _ServerCase):
     async def test_base_spec_and_empty_mirror_project(self) -> None:
         """
         C{devpi index -c root/hello bases=/root/pypi} works as on devpi; a

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -35,26 +37,48 @@ class _HangUp(Protocol):
             self.gone.callback(None)
 
 
-class MirrorEndToEndTests(_ServerCase):
+if TYPE_CHECKING:
+    _ServerCaseMixin = _ServerCase
+else:
+    _ServerCaseMixin = object
+
+
+class MirrorServerMixin(_ServerCaseMixin):
+    """
+    For a L{_ServerCase}: a server process pointed at a fake upstream served
+    on 127.0.0.1.  Not a test case itself, so trial does not collect it
+    where it is imported.
+    """
+
+    client: HTTPClient
+    up: FakeUpstream
+    upstream_url: str
+
     async def start(self, *args: str) -> tuple[ServerProcess, FakeUpstream]:
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.client = HTTPClient(Agent(reactor, pool=pool))
         self.addCleanup(pool.closeCachedConnections)
         self.up = FakeUpstream(reactor)
-        port = reactor.listenTCP(0, Site(self.up), interface="127.0.0.1")
+        # Twisted declares listenTCP to take a ServerFactory of its default protocol type only;
+        # a Site is a ServerFactory of HTTP channels
+        port = reactor.listenTCP(0, Site(self.up), interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
-        self.upstream_url = f"http://127.0.0.1:{port.getHost().port}/simple/"
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        self.upstream_url = f"http://127.0.0.1:{address.port}/simple/"
         server = await self.start_server(*args)
         self.point(server)
         return server, self.up
 
-    @staticmethod
-    async def client_content(response):  # type: ignore[no-untyped-def]
-        return await response.content()
-
     def point(self, server: ServerProcess, *extra: str) -> None:
         token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
         _send("PATCH", f"{server.url}/root/pypi", [f"mirror_url={self.upstream_url}", *extra], ("root", token))
+
+
+class MirrorEndToEndTests(MirrorServerMixin, _ServerCase):
+    @staticmethod
+    async def client_content(response):  # type: ignore[no-untyped-def]
+        return await response.content()
 
     async def test_pip_and_uv(self) -> None:
         """pip and uv install through root/pypi; each file is downloaded from upstream once."""

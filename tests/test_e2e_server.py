@@ -145,7 +145,7 @@ class OperatorTests(_ServerCase):
         response = conn.getresponse()
         text = response.read().decode()
         conn.close()
-        self.assertTrue(response.getheader("Content-Type").startswith("text/plain; version=0.0.4"))
+        self.assertTrue(response.getheader("Content-Type", "").startswith("text/plain; version=0.0.4"))
         self.assertIn('devpi_tx_requests_total{method="GET",route="+api",status="200"} 1', text)
         self.assertIn('devpi_tx_requests_total{method="GET",route="index",status="200"} 1', text)
         self.assertIn("devpi_tx_serial 0", text)

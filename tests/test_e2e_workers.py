@@ -14,11 +14,17 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.helpers import basic, make_wheel, multipart, upload_fields
+from tests.processes import ServerProcess
 from tests.test_e2e_clients import _ServerCase, get_json_post, put_json
+
+# the type treq declares for a dict of headers
+_Headers = dict[bytes | str, list[bytes | str]]
+ACCEPT_JSON: _Headers = {"Accept": ["application/json"]}
+SIMPLE_JSON: _Headers = {"Accept": ["application/vnd.pypi.simple.v1+json"]}
 
 
 class WorkerTests(_ServerCase):
-    async def start_tree(self, workers: int = 2):  # type: ignore[no-untyped-def]
+    async def start_tree(self, workers: int = 2) -> ServerProcess:
         server = await self.start_server("--workers", str(workers))
         started = await server.wait_for(rb"Started worker %d \(pid (\d+)\)" % (workers - 1))
         self.assertTrue(started)
@@ -30,11 +36,11 @@ class WorkerTests(_ServerCase):
         self.addCleanup(pool.closeCachedConnections)
         return server
 
-    def child_pids(self, server) -> list[int]:  # type: ignore[no-untyped-def]
+    def child_pids(self, server: ServerProcess) -> list[int]:
         return [int(pid) for pid in re.findall(r"Started worker \d+ \(pid (\d+)\)", server.output)]
 
-    async def pid_of_new_connection(self, server) -> int:  # type: ignore[no-untyped-def]
-        response = await self.client.get(f"{server.url}/+status", headers={"Accept": ["application/json"]})
+    async def pid_of_new_connection(self, server: ServerProcess) -> int:
+        response = await self.client.get(f"{server.url}/+status", headers=ACCEPT_JSON)
         return int((await response.json())["result"]["pid"])
 
     async def test_spread_restart_and_stop(self) -> None:
@@ -57,14 +63,13 @@ class WorkerTests(_ServerCase):
         server = await self.start_tree(2)
         token = get_json_post(f"{server.url}/+login", {"user": "root", "password": ""})["result"]["password"]
         put_json(f"{server.url}/root/dev", {}, ("root", token))
-        auth = {"X-Devpi-Auth": [basic("root", token)]}
+        auth: _Headers = {"X-Devpi-Auth": [basic("root", token)]}
         serials = []
         for i in range(12):
             name, data = make_wheel("spread", f"1.{i}")
             body, ctype = multipart(upload_fields("spread", f"1.{i}"), [("content", name, data)])
-            response = await self.client.post(
-                f"{server.url}/root/dev/", body, headers={"Content-Type": [ctype], **auth}
-            )
+            headers: _Headers = {"Content-Type": [ctype], **auth}
+            response = await self.client.post(f"{server.url}/root/dev/", data=body, headers=headers)
             self.assertEqual(response.code, 200)
             await response.content()
             serials.append(int(response.headers.getRawHeaders("X-Devpi-Serial")[0]))
@@ -72,7 +77,7 @@ class WorkerTests(_ServerCase):
             for _ in range(3):
                 page = await self.client.get(
                     f"{server.url}/root/dev/+simple/spread/",
-                    headers={"Accept": ["application/vnd.pypi.simple.v1+json"]},
+                    headers=SIMPLE_JSON,
                 )
                 files = [f["filename"] for f in (await page.json())["files"]]
                 self.assertIn(name, files)
@@ -97,7 +102,7 @@ class WorkerTests(_ServerCase):
         async def client() -> None:
             for _ in range(per_client):
                 try:
-                    response = await self.client.get(f"{server.url}/+status", headers={"Accept": ["application/json"]})
+                    response = await self.client.get(f"{server.url}/+status", headers=ACCEPT_JSON)
                     codes.append(response.code)
                     answered.append(int((await response.json())["result"]["pid"]))
                 except Exception as e:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from typing import TypedDict
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -77,6 +78,12 @@ def _supervisor(path: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(defaults={"here": os.path.dirname(path)})
     parser.read(path)
     return parser
+
+
+class _UserArgument(TypedDict, total=False):
+    """The C{user} argument of C{gen_config}, when given."""
+
+    user: str
 
 
 class GeneratedFilesTests(SynchronousTestCase):
@@ -186,7 +193,8 @@ class GeneratedFilesTests(SynchronousTestCase):
         and says how to create it with the server directory as its home;
         supervisor and cron use the same user.
         """
-        for kwargs, user in [({}, "devpi"), ({"user": "pypi-mirror"}, "pypi-mirror")]:
+        cases: list[tuple[_UserArgument, str]] = [({}, "devpi"), ({"user": "pypi-mirror"}, "pypi-mirror")]
+        for kwargs, user in cases:
             paths = self.generate(["--serverdir", "srv"], serverdir="srv", **kwargs)
             self.assertEqual(_unit(paths[0])["Service"]["User"], user)
             text = _read(paths[0])

@@ -90,7 +90,8 @@ class HostileRequestTests(SynchronousTestCase):
         channel.makeConnection(transport)
         channel.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n")
         channel.connectionLost(Failure(ConnectionDone()))
-        return transport.value()
+        response: bytes = transport.value()
+        return response
 
     def scrape(self) -> list[tuple[str, dict[str, str], float]]:
         response = self.send(b"GET", b"/+metrics")

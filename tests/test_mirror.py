@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urljoin, urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.admin.fsck import fsck
@@ -634,8 +634,9 @@ class MirrorFileTests(_MirrorBase):
         with open(directory, "wb"):
             pass
         logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        observer = cast(ILogObserver, logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         reply = self.h.request("GET", path, headers={"Accept": "*/*"})
         self.assertEqual((reply.code, reply.body), (200, self.wheel.metadata))
         self.assertTrue(any(e.get("log_format", "").startswith("could not keep") for e in logged))

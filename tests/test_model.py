@@ -10,7 +10,7 @@ import base64
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -62,7 +62,7 @@ class _APIErrorMixin:
         Call C{fn} and assert it raises L{APIError} with C{status} and, unless
         C{None}, exactly C{message}.
         """
-        error = self.assertRaises(APIError, fn, *args, **kwargs)
+        error: APIError = self.assertRaises(APIError, fn, *args, **kwargs)
         self.assertEqual(error.status, status)
         if message is not None:
             self.assertEqual(error.message, message)
@@ -91,7 +91,8 @@ class CheckNameTests(_APIErrorMixin, SynchronousTestCase):
             "\u65e5\u672c",
             "x" * MAX_NAME_LENGTH,
         ):
-            self.assertIsNone(check_name("username", name), name)
+            # check_name is declared to return None; the test checks that it does
+            self.assertIsNone(check_name("username", name), name)  # type: ignore[func-returns-value]
 
     def test_forbidden_characters(self) -> None:
         """
@@ -1025,7 +1026,7 @@ class MirrorsAllowedTests(SynchronousTestCase):
     L{mirrors_allowed} applies spec 3.6's dependency-confusion protection.
     """
 
-    def allowed(self, sro: list[tuple[str, Mapping[str, Any]]], having: set[str], project: str = "pkg") -> set[str]:
+    def allowed(self, sro: Sequence[tuple[str, Mapping[str, Any]]], having: set[str], project: str = "pkg") -> set[str]:
         return mirrors_allowed(project, sro, lambda stage: stage in having)
 
     def test_no_private_hit(self) -> None:
@@ -1268,7 +1269,7 @@ class LoadSecretTests(SynchronousTestCase):
     """
 
     def serverdir(self) -> str:
-        path = self.mktemp()
+        path: str = self.mktemp()
         os.makedirs(path)
         return path
 

@@ -9,6 +9,7 @@ import io
 import os
 import sys
 import time
+from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -47,7 +48,7 @@ class OptionsTests(SynchronousTestCase):
         return text
 
     def config_file(self, text: str) -> str:
-        path = self.mktemp()
+        path: str = self.mktemp()
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -183,21 +184,31 @@ class RequestLogTests(SynchronousTestCase):
         """
         from twisted.internet.testing import StringTransport
         from twisted.logger import capturedLogs, formatEvent
+        from twisted.web.iweb import IRequest
         from twisted.web.resource import Resource
         from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
         from devpi_tx.mirror.download import _abort
         from devpi_tx.web.site import DevpiSite
 
-        request = DummyRequest([b"root", b"pypi", b"+f", b"abc", b"def", b"pkg-1.0.tar.gz"])
+        class SentRequest(DummyRequest):
+            # what DevpiSite.log and _abort read of a real request, which DummyRequest does not declare
+            path: bytes
+            sentLength: int
+            channel: DummyChannel
+
+        request = SentRequest([b"root", b"pypi", b"+f", b"abc", b"def", b"pkg-1.0.tar.gz"])
         request.path = b"/root/pypi/+f/abc/def/pkg-1.0.tar.gz"
         request.uri = request.path
         request.sentLength = 100
         request.setResponseCode(200)
         request.channel = DummyChannel()
-        request.channel.transport = StringTransport()
-        _abort(request)
-        self.assertTrue(request.channel.transport.disconnecting, "the client's connection is broken")
+        transport = StringTransport()
+        # DummyChannel's transport is typed (by inference) as its own TCP stand-in
+        request.channel.transport = transport  # type: ignore[assignment]
+        # DummyRequest stands in for an IRequest without declaring it
+        _abort(cast(IRequest, request))
+        self.assertTrue(transport.disconnecting, "the client's connection is broken")
         site = DevpiSite(Resource(), max_body=1)
         with capturedLogs() as events:
             site.log(request)

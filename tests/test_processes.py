@@ -67,7 +67,7 @@ class CheckoutTests(TestCase):
 
     def decoy(self) -> str:
         """Another checkout on C{PYTHONPATH}: a C{devpi_tx} that cannot serve."""
-        path = os.path.abspath(self.mktemp())
+        path: str = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(path, "devpi_tx"))
         with open(os.path.join(path, "devpi_tx", "__init__.py"), "w") as f:
             f.write('__version__ = "decoy"\n')

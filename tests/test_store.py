@@ -9,19 +9,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from devpi_tx.store.beacon import SerialBeacon
-from devpi_tx.store.interfaces import IStore, ITransaction
+from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError
 from devpi_tx.store.sqlite import (
     SCHEMA_VERSION,
-    ChangelogEntry,
     SQLiteStore,
-    StorageError,
     init_database,
     migrate,
 )
@@ -546,6 +544,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         process) can take the write lock and commit.
         """
         from twisted.internet import reactor
+        from twisted.internet.interfaces import IReactorFromThreads
         from twisted.internet.threads import deferToThreadPool
         from twisted.python.threadpool import ThreadPool
 
@@ -554,7 +553,9 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.addCleanup(pool.stop)
         db = self.make_database()
         self.files_dir = os.path.join(os.path.dirname(db), "+files")
-        store = SQLiteStore(db, self.files_dir, write_runner=lambda fn: deferToThreadPool(reactor, pool, fn))
+        # the global reactor provides IReactorFromThreads, which its declared type leaves out
+        threads = cast(IReactorFromThreads, reactor)
+        store = SQLiteStore(db, self.files_dir, write_runner=lambda fn: deferToThreadPool(threads, pool, fn))
         self.addCleanup(store.close)
         seen: dict[str, int] = {}
 

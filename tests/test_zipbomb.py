@@ -33,7 +33,7 @@ BOMB_SIZE = 64 * 1024 * 1024
 
 
 def _write(testcase: SynchronousTestCase, data: bytes) -> str:
-    path = testcase.mktemp()
+    path: str = testcase.mktemp()
     with open(path, "wb") as f:
         f.write(data)
     return path
