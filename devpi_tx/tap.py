@@ -154,4 +154,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         _fail(str(e))
     from devpi_tx.service.server import serve  # the web stack only when serving
 
+    # a serving process: uploads hash, write and commit in threads; while the
+    # reactor thread is busy with reads they wait for the GIL at every
+    # switch: keep that short (a setting of the process, made once here)
+    sys.setswitchinterval(0.0005)
     return serve(options, reactor, serverdir, secret, worker)

@@ -22,10 +22,10 @@ from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 
-from devpi_tx import __version__
+from devpi_tx import DEVPI_SERVER_VERSION, __version__
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
-USER_AGENT = f"devpi-server/6.20.3 devpi_tx/{__version__} (py{platform.python_version()}; {platform.system().lower()})"
+USER_AGENT = f"devpi-server/{DEVPI_SERVER_VERSION} devpi_tx/{__version__} (py{platform.python_version()}; {platform.system().lower()})"
 
 
 class UpstreamError(Exception):

@@ -8,7 +8,6 @@ workers.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from treq.client import HTTPClient
@@ -70,9 +69,6 @@ class StoreService(Service):
 
 
 def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, worker: bool) -> IService:
-    # uploads hash, write and commit in threads; while the reactor thread is
-    # busy with reads they wait for the GIL at every switch: keep that short
-    sys.setswitchinterval(0.0005)
     top = MultiService()
     read_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-read")
     write_pool = ThreadPool(minthreads=1, maxthreads=1, name="devpi-write")

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from devpi_tx import __version__
+from devpi_tx import DEVPI_SERVER_VERSION, __version__
 from devpi_tx.domain import push, queries, releases, users
 from devpi_tx.domain.auth import hash_password
 from devpi_tx.events.processor import read_event_serial
@@ -103,7 +103,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         result = {
             "serverdir": self._config.serverdir,
             "uuid": self._config.uuid,
-            "versioninfo": {"devpi-server": "6.20.3", "devpi_tx": __version__},
+            "versioninfo": {"devpi-server": DEVPI_SERVER_VERSION, "devpi_tx": __version__},
             "server-code": os.path.dirname(os.path.dirname(__file__)),
             "host": self._config.host,
             "port": self._config.port,

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import IResource, Resource
 
+from devpi_tx import DEVPI_SERVER_VERSION
 from devpi_tx.store.beacon import group_hash
 from devpi_tx.store.interfaces import IStore
 from devpi_tx.web.api import IndexAPI
@@ -32,7 +33,7 @@ class DevpiResource(Resource):
         self._store = store
         self._headers = [
             (b"X-Devpi-Api-Version", b"2"),
-            (b"X-Devpi-Server-Version", b"6.20.3"),
+            (b"X-Devpi-Server-Version", DEVPI_SERVER_VERSION.encode()),
             (b"X-Devpi-Uuid", uuid.encode()),
             (b"X-Devpi-Primary-Uuid", uuid.encode()),
             (b"X-Devpi-Master-Uuid", uuid.encode()),
