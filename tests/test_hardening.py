@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.model.names import MAX_DOCUMENT
 from devpi_tx.web.api import PARSE_IN_WRITER
@@ -262,3 +263,22 @@ class UploadPermissionTests(_Base):
         self.assertEqual(self.h.store.current_serial(), serial + 1, "only the acl change committed")
         self.assertEqual([f for f in self.h.stored_files() if not f.startswith(".tmp")], [])
         self.assertEqual(os.listdir(os.path.join(self.h.serverdir.files, ".tmp")), [])
+
+
+class ErrorMapTests(SynchronousTestCase):
+    def test_every_domain_error_has_a_status(self) -> None:
+        """Every kind of domain error is mapped to an HTTP status in one place, the web layer's."""
+        from devpi_tx.model import errors
+        from devpi_tx.web.errors import STATUS, status_of
+
+        kinds = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, errors.DomainError)]
+        for kind in kinds:
+            if kind is not errors.DomainError:
+                self.assertIn(kind, STATUS, kind)
+                self.assertEqual(status_of(kind("x")), STATUS[kind])
+
+        class Narrower(errors.NotFound):
+            pass
+
+        self.assertEqual(status_of(Narrower("x")), 404)
+        self.assertEqual(status_of(errors.DomainError("x")), 500)

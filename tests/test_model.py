@@ -23,7 +23,7 @@ from devpi_tx.domain.auth import (
     parse_basic,
     verify_password,
 )
-from devpi_tx.model.errors import APIError
+from devpi_tx.model.errors import Conflict, DomainError, Forbidden, Invalid, NotAuthenticated, NotFound
 from devpi_tx.model.ixconfig import apply_patch, validate_ixconfig
 from devpi_tx.model.names import (
     ARCHIVE_SUFFIXES,
@@ -45,6 +45,15 @@ def index_exists(user: str, index: str) -> bool:
     return (user, index) in EXISTING
 
 
+KIND_OF_STATUS: dict[int, type[DomainError]] = {
+    400: Invalid,
+    401: NotAuthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
 class _APIErrorMixin:
     """
     C{assertAPIError} for L{SynchronousTestCase} subclasses.
@@ -57,13 +66,13 @@ class _APIErrorMixin:
         fn: Callable[..., object],
         *args: object,
         **kwargs: object,
-    ) -> APIError:
+    ) -> DomainError:
         """
-        Call C{fn} and assert it raises L{APIError} with C{status} and, unless
-        C{None}, exactly C{message}.
+        Call C{fn} and assert it raises the L{DomainError} that the web layer
+        answers with C{status} and, unless C{None}, exactly C{message}.
         """
-        error: APIError = self.assertRaises(APIError, fn, *args, **kwargs)
-        self.assertEqual(error.status, status)
+        error: DomainError = self.assertRaises(DomainError, fn, *args, **kwargs)
+        self.assertIs(type(error), KIND_OF_STATUS[status])
         if message is not None:
             self.assertEqual(error.message, message)
         return error

@@ -27,7 +27,7 @@ from devpi_tx.admin.export import (
 )
 from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain.releases import iso_time, when
-from devpi_tx.model.errors import APIError
+from devpi_tx.model.errors import DomainError
 from devpi_tx.model.ixconfig import COMMON_KEYS, INDEX_TYPES, MIRROR_KEYS, STAGE_DEFAULT_KEYS, validate_ixconfig
 from devpi_tx.model.names import check_name, check_version, normalize_name
 from devpi_tx.store.files import hashdir
@@ -147,7 +147,7 @@ class DumpReader:
         for name, record in users.items():
             try:
                 check_name("username", name)
-            except APIError as e:
+            except DomainError as e:
                 raise DumpError(f"user {name!r}: {e.message}") from None
             if not isinstance(record, dict):
                 raise DumpError(f"user {name!r}: the record is not an object")
@@ -174,7 +174,7 @@ class DumpReader:
         try:
             check_name("username", user)
             check_name("index", name)
-        except APIError as e:
+        except DomainError as e:
             raise DumpError(f"index {stage!r}: {e.message}") from None
         if ixtype not in INDEX_TYPES:
             raise DumpError(
@@ -203,7 +203,7 @@ class DumpReader:
             config["bases"] = [b for b in bases if not (isinstance(b, str) and b.strip("/") == stage)]
         try:
             return validate_ixconfig(config, stage, lambda u, i: True, creating=False)
-        except APIError as e:
+        except DomainError as e:
             raise DumpError(f"index {stage!r}: {e.message}") from None
 
     def _order(self, configs: dict[str, dict[str, Any]]) -> list[str]:
@@ -263,7 +263,7 @@ class DumpReader:
             raise DumpError(f"{where}: name and version must be strings")
         try:
             check_version(meta["version"])
-        except APIError as e:
+        except DomainError as e:
             raise DumpError(f"{where}: {e.message}") from None
         return meta
 

@@ -14,7 +14,7 @@ from typing import Any
 from devpi_tx.domain import keys
 from devpi_tx.domain.releases import ensure_project, file_entry, new_link, replace_link, version_record, when
 from devpi_tx.domain.users import get_ixconfig
-from devpi_tx.model.errors import APIError, bad_request, not_found
+from devpi_tx.model.errors import DomainError, Invalid, NotAuthenticated, NotFound
 from devpi_tx.model.names import (
     normalize_name,
     split_stage,
@@ -41,27 +41,27 @@ def push(
     now = time.time() if now is None else now
     name, version = body.get("name"), body.get("version")
     if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-        raise bad_request("push needs 'name' and 'version'")
+        raise Invalid("push needs 'name' and 'version'")
     if body.get("no_docs") and body.get("only_docs"):
-        raise bad_request("can't use 'no_docs' and 'only_docs' together")
+        raise Invalid("can't use 'no_docs' and 'only_docs' together")
     target = body.get("targetindex")
     if not isinstance(target, str):
-        raise bad_request("external push is not supported, give 'targetindex'")
+        raise Invalid("external push is not supported, give 'targetindex'")
     unknown = sorted(set(body) - {"name", "version", "targetindex", "no_docs", "only_docs", "register_project"})
     if unknown:
-        raise bad_request(f"unknown additional options: {', '.join(unknown)}")
+        raise Invalid(f"unknown additional options: {', '.join(unknown)}")
     try:
         split_stage(target)
-    except APIError:
-        raise bad_request("targetindex not in format user/index") from None
+    except DomainError:
+        raise Invalid("targetindex not in format user/index") from None
     get_ixconfig(tx, stage)
     project = normalize_name(name)
     record = tx.get(keys.version(stage, project, version))
     if record is None:
-        raise bad_request(f"there are no files for {name} {version} on stage {stage}")
+        raise Invalid(f"there are no files for {name} {version} on stage {stage}")
     target_config = get_ixconfig(tx, target)
     if not policy.may_upload(identity, target_config):
-        raise APIError(401, f"user {identity.user!r} cannot upload to {target!r}")
+        raise NotAuthenticated(f"user {identity.user!r} cannot upload to {target!r}")
     links = record["+elinks"]
     files = sorted(
         (link for link in links if link["rel"] == "releasefile"),
@@ -73,7 +73,7 @@ def push(
     if body.get("no_docs"):
         docs = []
     if not files and not docs:
-        raise not_found(f"no release/files found for {name} {version}")
+        raise NotFound(f"no release/files found for {name} {version}")
     metadata = {k: v for k, v in record.items() if not k.startswith("+") and k != "yanked"}
     target_project = ensure_project(tx, target, metadata.get("name") or name)
     tvkey, trecord = version_record(tx, target, target_project, version, metadata)

@@ -14,7 +14,7 @@ from typing import Any
 
 from devpi_tx.domain import keys
 from devpi_tx.domain.users import get_ixconfig
-from devpi_tx.model.errors import APIError, bad_request, forbidden, not_found
+from devpi_tx.model.errors import Conflict, DomainError, Forbidden, Invalid, NotAuthenticated, NotFound
 from devpi_tx.model.names import (
     check_filename,
     check_metadata,
@@ -62,15 +62,15 @@ def http_date(now: float) -> str:
 def _require_stage(tx: ITransaction, stage: str) -> dict[str, Any]:
     config = get_ixconfig(tx, stage)
     if config.get("type") != "stage":
-        raise APIError(404, "cannot submit to mirror index")
+        raise NotFound("cannot submit to mirror index")
     return config
 
 
 def _check_upload(identity: Identity, policy: Policy, config: Mapping[str, Any]) -> None:
     if not policy.may_upload(identity, config):
         if identity.user is None:
-            raise APIError(401, "no permission to submit")
-        raise forbidden("no permission to submit")
+            raise NotAuthenticated("no permission to submit")
+        raise Forbidden("no permission to submit")
 
 
 def version_record(
@@ -171,7 +171,7 @@ def replace_link(
         if link["hashes"].get("sha256") == sha256 and not volatile:
             return True, []
         if not volatile:
-            raise APIError(409, f"{basename} already exists in non-volatile index")
+            raise Conflict(f"{basename} already exists in non-volatile index")
         count = 1 + sum(1 for e in link.get("_log", []) if e.get("what") == "overwrite")
         record["+elinks"].remove(link)
         for other in list(record["+elinks"]):
@@ -192,12 +192,12 @@ def _refuse_large_metadata(upload: Upload) -> None:
     658 metadata could not be served.  Unreadable wheels are stored as any
     other archive is.
 
-    @raise APIError: 400 for metadata over the limit.
+    @raise DomainError: 400 for metadata over the limit.
     """
     try:
         read_wheel_metadata(upload.content.temp_path)
     except MetadataTooLarge as e:
-        raise bad_request(f"{upload.filename}: its .dist-info/METADATA is larger than {e.limit} bytes") from None
+        raise Invalid(f"{upload.filename}: its .dist-info/METADATA is larger than {e.limit} bytes") from None
     except OSError:
         pass
 
@@ -267,12 +267,12 @@ def store_doczip(
     config = _require_stage(tx, stage)
     _check_upload(identity, policy, config)
     if not name:
-        raise bad_request("invalid metadata: Missing required field 'name'")
+        raise Invalid("invalid metadata: Missing required field 'name'")
     project = normalize_name(name)
     if not version:
         version = latest_version(tx, stage, project)
         if version is None:
-            raise bad_request(f"doczip has no version and {project!r} has no releases to derive one from")
+            raise Invalid(f"doczip has no version and {project!r} has no releases to derive one from")
         metadata = {}
     else:
         metadata = dict(metadata, name=name, version=version)
@@ -297,16 +297,16 @@ def store_doczip(
 def _find_link(tx: ITransaction, relpath: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     entry = tx.get(keys.file(relpath))
     if entry is None:
-        raise not_found(f"no release file found at {relpath}")
+        raise NotFound(f"no release file found at {relpath}")
     stage = "/".join(relpath.split("/", 2)[:2])
     vkey = keys.version(stage, entry["project"], entry["version"])
     record = tx.get(vkey)
     if record is None:
-        raise not_found(f"no release file found at {relpath}")
+        raise NotFound(f"no release file found at {relpath}")
     for link in record["+elinks"]:
         if link["entrypath"] == relpath:
             return vkey, record, link
-    raise not_found(f"no release file found at {relpath}")
+    raise NotFound(f"no release file found at {relpath}")
 
 
 def store_toxresult(
@@ -322,12 +322,12 @@ def store_toxresult(
     stage = "/".join(relpath.split("/", 2)[:2])
     config = get_ixconfig(tx, stage)
     if not policy.may_upload_toxresult(identity, config):
-        raise forbidden(
+        raise Forbidden(
             "No permission to upload tox results. You can use the devpi test --no-upload option to skip the upload."
         )
     vkey, record, link = _find_link(tx, relpath)
     if link["rel"] != "releasefile":
-        raise not_found(f"no release file found at {relpath}")
+        raise NotFound(f"no release file found at {relpath}")
     count = sum(1 for e in record["+elinks"] if e.get("for_entrypath") == relpath)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
     toxpath = f"{relpath}.toxresult-{stamp}-{count}"
@@ -345,9 +345,9 @@ def _check_delete(
 ) -> dict[str, Any]:
     config = get_ixconfig(tx, stage)
     if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
-        raise forbidden(f"no permission to delete {what} on {stage}")
+        raise Forbidden(f"no permission to delete {what} on {stage}")
     if not config.get("volatile", True) and not force:
-        raise forbidden(f"cannot delete {what} on non-volatile index {stage}")
+        raise Forbidden(f"cannot delete {what} on non-volatile index {stage}")
     return config
 
 
@@ -365,8 +365,8 @@ def delete_file(tx: ITransaction, relpath: str, force: bool, identity: Identity,
     _check_delete(tx, stage, force, identity, policy, "version")
     try:
         vkey, record, link = _find_link(tx, relpath)
-    except APIError:
-        raise not_found(f"package {relpath!r} doesn't exist") from None
+    except DomainError:
+        raise NotFound(f"package {relpath!r} doesn't exist") from None
     for other in list(record["+elinks"]):
         if other is link or other.get("for_entrypath") == relpath:
             record["+elinks"].remove(other)
@@ -388,7 +388,7 @@ def delete_version(
     vkey = keys.version(stage, project, version)
     record = tx.get(vkey)
     if record is None:
-        raise not_found(f"version {version!r} of project {project!r} not found on {stage}")
+        raise NotFound(f"version {version!r} of project {project!r} not found on {stage}")
     for link in record["+elinks"]:
         keys.remove_entry(tx, link["entrypath"])
     record["+elinks"] = []
@@ -401,7 +401,7 @@ def delete_project(tx: ITransaction, stage: str, project: str, force: bool, iden
         _delete_mirror_project(tx, stage, project)
         return
     if tx.get(keys.project(stage, project)) is None:
-        raise not_found(f"project {project!r} not found on {stage}")
+        raise NotFound(f"project {project!r} not found on {stage}")
     for vkey, record in tx.items(keys.version_prefix(stage, project)):
         for link in record["+elinks"]:
             keys.remove_entry(tx, link["entrypath"])
@@ -413,7 +413,7 @@ def _delete_mirror_project(tx: ITransaction, stage: str, project: str) -> None:
     """Forget a mirrored project: its cached page and downloaded files (spec 5.6)."""
     record = tx.get(keys.mirror(stage, project))
     if not record:
-        raise not_found(f"project {project!r} not found on {stage}")
+        raise NotFound(f"project {project!r} not found on {stage}")
     for link in record.get("links", []):
         if tx.get(keys.file(link["relpath"])) is not None:
             keys.remove_entry(tx, link["relpath"])
@@ -432,11 +432,11 @@ def set_yanked(
     """PEP 592: yank (C{True} or a reason) or unyank (C{False}) a version."""
     config = get_ixconfig(tx, stage)
     if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
-        raise forbidden(f"no permission to yank on {stage}")
+        raise Forbidden(f"no permission to yank on {stage}")
     vkey = keys.version(stage, project, version)
     record = tx.get(vkey)
     if record is None:
-        raise not_found(f"The version {version} of project {project} does not exist.")
+        raise NotFound(f"The version {version} of project {project} does not exist.")
     if yanked is False:
         record.pop("yanked", None)
     else:

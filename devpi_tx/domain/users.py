@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from devpi_tx.domain import keys
-from devpi_tx.model.errors import APIError, bad_request, forbidden, not_found
+from devpi_tx.model.errors import Conflict, Forbidden, Invalid, NotFound
 from devpi_tx.model.ixconfig import apply_patch, mask_url, public_config, validate_ixconfig
 from devpi_tx.model.names import check_document_size, check_name
 from devpi_tx.model.policy import Identity, Policy
@@ -27,14 +27,14 @@ def now_iso(now: float | None = None) -> str:
 def get_user(tx: ITransaction, name: str) -> dict[str, Any]:
     record = tx.get(keys.user(name))
     if record is None:
-        raise not_found(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}")
     return dict(record)
 
 
 def get_ixconfig(tx: ITransaction, stage: str) -> dict[str, Any]:
     config = tx.get(keys.index(stage))
     if config is None:
-        raise not_found(f"The stage {stage} could not be found.")
+        raise NotFound(f"The stage {stage} could not be found.")
     return dict(config)
 
 
@@ -55,7 +55,7 @@ def list_users(tx: ITransaction) -> dict[str, Any]:
 def _refuse_unknown_user_keys(body: dict[str, Any]) -> None:
     unknown = sorted(k for k in body if k not in USER_KEYS and k not in _IGNORED_USER_KEYS)
     if unknown:
-        raise bad_request("Unknown keys in user config: " + ", ".join(unknown))
+        raise Invalid("Unknown keys in user config: " + ", ".join(unknown))
 
 
 def create_user(
@@ -73,12 +73,12 @@ def create_user(
     """
     check_name("username", name)
     if not policy.may_create_user(identity):
-        raise forbidden(f"no permission to create user {name}")
+        raise Forbidden(f"no permission to create user {name}")
     _refuse_unknown_user_keys(body)
     if "password" not in body:
-        raise bad_request("password needs to be set")
+        raise Invalid("password needs to be set")
     if tx.get(keys.user(name)) is not None:
-        raise APIError(409, "user already exists")
+        raise Conflict("user already exists")
     stamp = now_iso(now)
     record: dict[str, Any] = {"created": stamp, "modified": stamp}
     if pwhash is not None:
@@ -112,7 +112,7 @@ def modify_user(
     given = {k: v for k, v in body.items() if k in USER_KEYS}
     password_only = set(given) == {"password"}
     if not policy.may_modify_user(identity, name, password_only):
-        raise forbidden(f"no permission to modify user {name}")
+        raise Forbidden(f"no permission to modify user {name}")
     changed = False
     if pwhash is not None:
         record["pwhash"] = pwhash
@@ -136,13 +136,13 @@ def modify_user(
 def delete_user(tx: ITransaction, name: str, identity: Identity, policy: Policy) -> None:
     get_user(tx, name)
     if name == "root":
-        raise forbidden("root user cannot be deleted")
+        raise Forbidden("root user cannot be deleted")
     if not policy.may_delete_user(identity, name):
-        raise forbidden(f"no permission to delete user {name}")
+        raise Forbidden(f"no permission to delete user {name}")
     indexes = tx.items(keys.index_prefix(name))
     for key, config in indexes:
         if not config.get("volatile", True):
-            raise forbidden(f"user {name!r} has non-volatile index: {key.rsplit('/', 1)[1]}")
+            raise Forbidden(f"user {name!r} has non-volatile index: {key.rsplit('/', 1)[1]}")
     for key, _ in indexes:
         _drop_index_content(tx, key[len("i/") :])
         tx.delete(key)
@@ -160,9 +160,9 @@ def create_index(
     check_name("index", index)
     get_user(tx, user)
     if not policy.may_manage_index(identity, user):
-        raise forbidden(f"no permission to create index {stage}")
+        raise Forbidden(f"no permission to create index {stage}")
     if tx.get(keys.index(stage)) is not None:
-        raise APIError(409, f"index {stage!r} exists")
+        raise Conflict(f"index {stage!r} exists")
     config = validate_ixconfig(body, stage, _index_exists(tx), creating=True)
     check_document_size("index config", config)
     tx.set(keys.index(stage), config)
@@ -180,16 +180,16 @@ def patch_index(
     current = get_ixconfig(tx, stage)
     user = stage.split("/", 1)[0]
     if not policy.may_manage_index(identity, user):
-        raise forbidden(f"no permission to modify index {stage}")
+        raise Forbidden(f"no permission to modify index {stage}")
     patched = apply_patch(current, body)
     stored_url = current.get("mirror_url")
     if isinstance(stored_url, str) and patched.get("mirror_url") == mask_url(stored_url):
         patched["mirror_url"] = stored_url  # a config sent back as shown keeps its password
     if patched.get("type") != current.get("type"):
-        raise bad_request("the 'type' of an index can't be changed")
+        raise Invalid("the 'type' of an index can't be changed")
     config = validate_ixconfig(patched, stage, _index_exists(tx), creating=False)
     if error_on_noop and config == current:
-        raise bad_request("The requested modifications resulted in no changes")
+        raise Invalid("The requested modifications resulted in no changes")
     check_document_size("index config", config)
     tx.set(keys.index(stage), config)
     return public_config(config)
@@ -198,9 +198,9 @@ def patch_index(
 def delete_index(tx: ITransaction, stage: str, identity: Identity, policy: Policy) -> None:
     config = get_ixconfig(tx, stage)
     if not policy.may_manage_index(identity, stage.split("/", 1)[0]):
-        raise forbidden(f"no permission to delete index {stage}")
+        raise Forbidden(f"no permission to delete index {stage}")
     if not config.get("volatile", True):
-        raise forbidden(f"index {stage} non-volatile, cannot delete")
+        raise Forbidden(f"index {stage} non-volatile, cannot delete")
     _drop_index_content(tx, stage)
     tx.delete(keys.index(stage))
 

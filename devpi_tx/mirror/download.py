@@ -27,7 +27,7 @@ from zope.interface import implementer
 from devpi_tx.domain import keys
 from devpi_tx.domain.releases import http_date
 from devpi_tx.mirror.upstream import Upstream, UpstreamError
-from devpi_tx.model.errors import APIError
+from devpi_tx.model.errors import NotFound, UpstreamFailed
 from devpi_tx.store.coalesce import Coalescer
 from devpi_tx.store.files import temp_name
 from devpi_tx.store.interfaces import IStore, ITransaction
@@ -194,7 +194,7 @@ class MirrorFiles:
         starts the download.  Returns C{True} when the body was sent,
         C{False} when the caller should now serve the file from disk.
 
-        @raise APIError: upstream failed before anything was sent.
+        @raise DomainError: upstream failed before anything was sent.
         """
         if self._downloads.busy(relpath):
             await self._downloads.run(relpath, self._never)
@@ -246,14 +246,14 @@ class MirrorFiles:
         try:
             response = await self._upstream.open(url, auth_source=mirror_url)
         except UpstreamError as e:
-            raise APIError(502, e.message) from None
+            raise UpstreamFailed(e.message) from None
         if response.code != 200:
             discard = _Discard()
             response.deliverBody(discard)
             await discard.done
             if response.code == 404:
-                raise APIError(404, f"error 404 getting {url}")
-            raise APIError(502, f"error {response.code} getting {url}")
+                raise NotFound(f"error 404 getting {url}")
+            raise UpstreamFailed(f"error {response.code} getting {url}")
         self.downloads += 1
         expected = {a: v.lower() for a, v in entry.get("hashes", {}).items() if a in hashlib.algorithms_available}
         algorithms = sorted(set(expected) | {"sha256"})

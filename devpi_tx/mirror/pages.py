@@ -26,7 +26,7 @@ from devpi_tx.mirror.simpleparse import (
     parse_project_page,
 )
 from devpi_tx.mirror.upstream import Fetched, Upstream, UpstreamError
-from devpi_tx.model.errors import APIError
+from devpi_tx.model.errors import UpstreamFailed
 from devpi_tx.model.names import project_of
 from devpi_tx.store.coalesce import Coalescer
 from devpi_tx.store.interfaces import IStore, ITransaction
@@ -165,7 +165,7 @@ class MirrorService:
         The links of C{project} on mirror C{stage}; C{None} if upstream has
         no such project.
 
-        @raise APIError: 502 when upstream fails and nothing is cached.
+        @raise UpstreamFailed: when upstream fails and nothing is cached.
         """
         key = (stage, project)
         now = self.reactor.seconds()
@@ -216,7 +216,7 @@ class MirrorService:
     def _stale_or_fail(self, stage: str, record: dict[str, Any] | None, message: str) -> MirrorPage:
         self._log.warn("Upstream problem for {stage}: {message}", stage=stage, message=message)
         if record is None:
-            raise APIError(502, message)
+            raise UpstreamFailed(message)
         return self._page(stage, record, stale=True)
 
     async def _fetch(

@@ -1,29 +1,47 @@
 # -*- test-case-name: tests.test_model -*-
 """
-Errors the domain raises with the status and message a client gets.
+Errors the domain raises: what went wrong, in a message for the client.
+Which HTTP status each becomes is the web layer's choice (L{devpi_tx.web.errors}).
 """
 
 from __future__ import annotations
 
 
-class APIError(Exception):
-    """
-    A request cannot be served; C{status} and C{message} go to the client.
-    """
+class DomainError(Exception):
+    """A request cannot be done; C{message} says why."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
         self.message = message
 
 
-def bad_request(message: str) -> APIError:
-    return APIError(400, message)
+class Invalid(DomainError):
+    """The request is malformed or breaks a rule (a name, a configuration, metadata)."""
 
 
-def not_found(message: str) -> APIError:
-    return APIError(404, message)
+class NotAuthenticated(DomainError):
+    """The request needs credentials, or the ones given are wrong."""
 
 
-def forbidden(message: str) -> APIError:
-    return APIError(403, message)
+class Forbidden(DomainError):
+    """Whoever asks may not do this."""
+
+
+class NotFound(DomainError):
+    """What the request names does not exist."""
+
+
+class Conflict(DomainError):
+    """What the request would create exists already, or may not be overwritten."""
+
+
+class Gone(DomainError):
+    """What the request names existed and was deleted."""
+
+
+class TooLarge(DomainError):
+    """What the client sent is larger than this server takes."""
+
+
+class UpstreamFailed(DomainError):
+    """The upstream index failed, or sent something that cannot be used."""

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from devpi_tx.model.errors import APIError, bad_request
+from devpi_tx.model.errors import DomainError, Invalid
 from devpi_tx.model.names import normalize_name, split_stage
 
 # -- index configuration ----------------------------------------------------
@@ -81,18 +81,18 @@ def parse_bool(value: object) -> bool:
             return True
         if lowered in ("false", "no"):
             return False
-    raise bad_request(f"Unknown boolean value {value!r}.")
+    raise Invalid(f"Unknown boolean value {value!r}.")
 
 
 def parse_list(value: object) -> list[str]:
     if isinstance(value, (list, tuple)):
         items = [str(v).strip() if isinstance(v, str) else v for v in value]
         if not all(isinstance(v, str) for v in items):
-            raise bad_request(f"invalid list value {value!r}")
+            raise Invalid(f"invalid list value {value!r}")
         return [v for v in items if v]
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
-    raise bad_request(f"invalid list value {value!r}")
+    raise Invalid(f"invalid list value {value!r}")
 
 
 def _normalize_acl(items: list[str]) -> list[str]:
@@ -126,13 +126,13 @@ def validate_ixconfig(
 
     @param stage: the index's own name, C{user/index} (it may not be its own base).
     @param index_exists: tells whether C{(user, index)} names an index.
-    @raise APIError: 400 with all problems joined by C{", "}.
+    @raise Invalid: with all problems joined by C{", "}.
     """
     cfg = dict(config)
     cfg.pop("projects", None)
     ixtype = cfg.get("type", "stage")
     if ixtype not in INDEX_TYPES:
-        raise bad_request(f"unknown index type {ixtype!r}")
+        raise Invalid(f"unknown index type {ixtype!r}")
     errors: list[str] = []
     result: dict[str, Any] = {"type": ixtype}
     if ixtype == "mirror":
@@ -144,12 +144,10 @@ def validate_ixconfig(
         allowed = set(STAGE_DEFAULT_KEYS) | set(COMMON_KEYS)
     unknown = sorted(k for k in cfg if k not in allowed)
     if unknown:
-        raise bad_request(
-            "indexconfig got unexpected keyword arguments: " + ", ".join(f"{k}={cfg[k]}" for k in unknown)
-        )
+        raise Invalid("indexconfig got unexpected keyword arguments: " + ", ".join(f"{k}={cfg[k]}" for k in unknown))
     try:
         result["volatile"] = parse_bool(cfg.get("volatile", True))
-    except APIError as e:
+    except DomainError as e:
         errors.append(e.message)
     for key in COMMON_KEYS:
         if key in cfg:
@@ -159,7 +157,7 @@ def validate_ixconfig(
     else:
         _validate_mirror_keys(cfg, result, errors, creating=creating)
     if errors:
-        raise bad_request(", ".join(errors))
+        raise Invalid(", ".join(errors))
     return result
 
 
@@ -183,7 +181,7 @@ def _validate_stage_keys(
                 errors.append(f"base index {base!r} does not exist")
             bases.append(name)
         result["bases"] = _dedup(bases)
-    except APIError as e:
+    except DomainError as e:
         errors.append(e.message)
     owner = stage.split("/", 1)[0]
     for key, default in (
@@ -192,12 +190,12 @@ def _validate_stage_keys(
     ):
         try:
             result[key] = _normalize_acl(parse_list(cfg.get(key, default)))
-        except APIError as e:
+        except DomainError as e:
             errors.append(e.message)
     try:
         whitelist = parse_list(cfg.get("mirror_whitelist", []))
         result["mirror_whitelist"] = _dedup(w if w == "*" else normalize_name(w) for w in whitelist)
-    except APIError as e:
+    except DomainError as e:
         errors.append(e.message)
     # an index made before the key existed behaves as "union" until set
     if "mirror_whitelist_inheritance" not in cfg and not creating:
@@ -228,7 +226,7 @@ def _validate_mirror_keys(cfg: Mapping[str, Any], result: dict[str, Any], errors
         if key in cfg:
             try:
                 result[key] = parse_bool(cfg[key])
-            except APIError as e:
+            except DomainError as e:
                 errors.append(e.message)
         elif creating:
             result[key] = False
@@ -237,7 +235,7 @@ def _validate_mirror_keys(cfg: Mapping[str, Any], result: dict[str, Any], errors
     if "acl_toxresult_upload" in cfg:
         try:
             result["acl_toxresult_upload"] = _normalize_acl(parse_list(cfg["acl_toxresult_upload"]))
-        except APIError as e:
+        except DomainError as e:
             errors.append(e.message)
 
 
@@ -256,14 +254,14 @@ def apply_patch(current: Mapping[str, Any], body: object) -> dict[str, Any]:
             body = body["result"]
         assert isinstance(body, dict)
         if "type" in body and body["type"] != current.get("type"):
-            raise bad_request("the 'type' of an index can't be changed")
+            raise Invalid("the 'type' of an index can't be changed")
         new.update(body)
         return new
     if not isinstance(body, list) or not all(isinstance(op, str) for op in body):
-        raise bad_request("PATCH body must be a JSON object or a list of 'key=value' strings")
+        raise Invalid("PATCH body must be a JSON object or a list of 'key=value' strings")
     for op in body:
         if "=" not in op:
-            raise bad_request(f"invalid modification {op!r}, expected 'key=value'")
+            raise Invalid(f"invalid modification {op!r}, expected 'key=value'")
         key, value = op.split("=", 1)
         if key.endswith("+"):
             key = key[:-1]
@@ -278,7 +276,7 @@ def apply_patch(current: Mapping[str, Any], body: object) -> dict[str, Any]:
             key = key[:-1]
             if value == "":
                 if key in _UNREMOVABLE:
-                    raise bad_request("Default values can't be removed.")
+                    raise Invalid("Default values can't be removed.")
                 new.pop(key, None)
                 continue
             items = _list_of(new, key)
@@ -286,20 +284,20 @@ def apply_patch(current: Mapping[str, Any], body: object) -> dict[str, Any]:
                 if key in ACL_KEYS:
                     v = _normalize_acl([v])[0]
                 if v not in items:
-                    raise bad_request(f"The {key!r} setting doesn't have value {v!r}")
+                    raise Invalid(f"The {key!r} setting doesn't have value {v!r}")
                 items.remove(v)
             new[key] = items
         else:
             if key == "type" and value != current.get("type"):
-                raise bad_request("the 'type' of an index can't be changed")
+                raise Invalid("the 'type' of an index can't be changed")
             new[key] = value
     return new
 
 
 def _list_of(config: Mapping[str, Any], key: str) -> list[str]:
     if key not in config:
-        raise bad_request(f"The {key!r} setting is not a list setting of this index")
+        raise Invalid(f"The {key!r} setting is not a list setting of this index")
     value = config[key]
     if not isinstance(value, list):
-        raise bad_request(f"The {key!r} setting is not a list")
+        raise Invalid(f"The {key!r} setting is not a list")
     return list(value)

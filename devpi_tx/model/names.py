@@ -13,7 +13,7 @@ from typing import Any
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from devpi_tx.model.errors import bad_request
+from devpi_tx.model.errors import Invalid
 
 MAX_DOCUMENT = 64 * 1024
 """The largest user record or index configuration, as JSON (every C{GET /} carries them all)."""
@@ -21,11 +21,11 @@ MAX_DOCUMENT = 64 * 1024
 
 def check_document_size(kind: str, document: Mapping[str, Any]) -> None:
     """
-    @raise APIError: 400 when C{document} is larger than L{MAX_DOCUMENT} as JSON.
+    @raise Invalid: when C{document} is larger than L{MAX_DOCUMENT} as JSON.
     """
     size = len(json.dumps(document, separators=(",", ":")))
     if size > MAX_DOCUMENT:
-        raise bad_request(f"{kind} too large: {size} bytes as JSON, at most {MAX_DOCUMENT}")
+        raise Invalid(f"{kind} too large: {size} bytes as JSON, at most {MAX_DOCUMENT}")
 
 
 # -- names ------------------------------------------------------------------
@@ -40,14 +40,14 @@ def check_name(kind: str, name: str) -> None:
     """
     Validate a user or index name as devpi does (spec 0.8).
 
-    @raise APIError: 400 naming what is wrong.
+    @raise Invalid: naming what is wrong.
     """
     if not name:
-        raise bad_request(f"{kind} name must not be empty")
+        raise Invalid(f"{kind} name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
-        raise bad_request(f"{kind} name is longer than {MAX_NAME_LENGTH} characters")
+        raise Invalid(f"{kind} name is longer than {MAX_NAME_LENGTH} characters")
     if name in (".", "..") or any(c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127 for c in name):
-        raise bad_request(
+        raise Invalid(
             f"{kind} {name!r} contains characters that aren't allowed. Any ascii symbol besides -.@_ is blocked."
         )
 
@@ -62,21 +62,21 @@ def normalize_name(name: str) -> str:
 
 def check_project_name(name: str) -> None:
     if len(name) > MAX_NAME_LENGTH:
-        raise bad_request(f"project name is longer than {MAX_NAME_LENGTH} characters")
+        raise Invalid(f"project name is longer than {MAX_NAME_LENGTH} characters")
     if not _PROJECT_RE.match(name):
-        raise bad_request(f"invalid project name {name!r}")
+        raise Invalid(f"invalid project name {name!r}")
 
 
 def check_version(version: str) -> None:
     if not version:
-        raise bad_request("invalid metadata: Missing required field 'version'")
+        raise Invalid("invalid metadata: Missing required field 'version'")
     if len(version) > MAX_NAME_LENGTH:
-        raise bad_request(f"version is longer than {MAX_NAME_LENGTH} characters")
+        raise Invalid(f"version is longer than {MAX_NAME_LENGTH} characters")
     if any(c in '<>%#"/\\' or ord(c) < 32 or c.isspace() for c in version) or version in (
         ".",
         "..",
     ):
-        raise bad_request(f"invalid version {version!r}")
+        raise Invalid(f"invalid version {version!r}")
 
 
 def version_key(version: str) -> tuple[int, Any, str]:
@@ -96,7 +96,7 @@ def split_stage(spec: str) -> tuple[str, str]:
     """
     parts = spec.strip("/").split("/")
     if len(parts) != 2 or not all(parts):
-        raise bad_request(f"invalid base index spec: {spec!r}")
+        raise Invalid(f"invalid base index spec: {spec!r}")
     return parts[0], parts[1]
 
 
@@ -129,14 +129,14 @@ def check_filename(filename: str, name: str, version: str) -> None:
         or filename.startswith(".")
         or len(filename) > 255
     ):
-        raise bad_request(f"invalid filename {filename!r}")
+        raise Invalid(f"invalid filename {filename!r}")
     if not filename.lower().endswith(ARCHIVE_SUFFIXES):
-        raise bad_request(f"{filename!r} is not a valid archive name")
+        raise Invalid(f"{filename!r} is not a valid archive name")
     escaped = re.sub(r"[^\w\d.]+", "_", version)
     if version not in filename and escaped not in filename:
-        raise bad_request(f"filename {filename!r} does not contain version {version!r}")
+        raise Invalid(f"filename {filename!r} does not contain version {version!r}")
     if not normalize_name(filename).startswith(normalize_name(name)):
-        raise bad_request(f"filename {filename!r} does not match project name {name!r}")
+        raise Invalid(f"filename {filename!r} does not match project name {name!r}")
 
 
 # -- metadata ---------------------------------------------------------------
@@ -219,9 +219,9 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
     name = metadata.get("name") or ""
     version = metadata.get("version") or ""
     if not name:
-        raise bad_request("invalid metadata: Missing required field 'name'")
+        raise Invalid("invalid metadata: Missing required field 'name'")
     if not version:
-        raise bad_request("invalid metadata: Missing required field 'version'")
+        raise Invalid("invalid metadata: Missing required field 'version'")
     check_project_name(name)
     check_version(version)
 

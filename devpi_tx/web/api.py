@@ -16,13 +16,14 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
 
 from devpi_tx import DEVPI_SERVER_VERSION, __version__
 from devpi_tx.domain import push, queries, releases, users
 from devpi_tx.domain.auth import hash_password
 from devpi_tx.events.processor import read_event_serial
-from devpi_tx.model.errors import APIError, bad_request
+from devpi_tx.model.errors import DomainError, Forbidden, Invalid, NotAuthenticated, NotFound
 from devpi_tx.model.names import metadata_from_form
 from devpi_tx.model.policy import Identity
 from devpi_tx.store.files import prepare_copy
@@ -30,6 +31,7 @@ from devpi_tx.store.interfaces import StorageFull
 from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
 from devpi_tx.web.docs import DocRoutes
+from devpi_tx.web.errors import status_of
 from devpi_tx.web.files import FileRoutes
 from devpi_tx.web.forms import Form, parse_form
 from devpi_tx.web.simple import SimpleRoutes
@@ -57,11 +59,11 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     # -- errors ---------------------------------------------------------------
 
-    @app.handle_errors(APIError)
+    @app.handle_errors(DomainError)
     def api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        assert isinstance(error, APIError)
-        return self._error(request, error.status, error.message)
+        assert isinstance(error, DomainError)
+        return self._error(request, status_of(error), error.message)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -69,7 +71,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         assert isinstance(error, HTTPException)
         if isinstance(error, MethodNotAllowed):
             return self._error(request, 405, "method not allowed")
-        if isinstance(error, NotFound):
+        if isinstance(error, NoRoute):
             return self._error(request, 404, "not found")
         return self._error(request, error.code or 400, error.description or "bad request")
 
@@ -195,10 +197,10 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
     async def login(self, request: IRequest) -> bytes:
         body = json_body(request)
         if not isinstance(body, dict) or "user" not in body or "password" not in body:
-            raise bad_request("Bad request: no user/password specified")
+            raise Invalid("Bad request: no user/password specified")
         user, password = str(body["user"]), str(body["password"])
         if not await self._auth.check_password(user, password):
-            raise APIError(401, f"user {user!r} could not be authenticated")
+            raise NotAuthenticated(f"user {user!r} could not be authenticated")
         token = self._config.signer.issue(user)
         result = {"password": token, "expiration": self._config.signer.expiration}
         return self._reply(request, "proxyauth", result, message="login successful")
@@ -223,10 +225,10 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return self._reply(request, message=f"user {user!r} deleted")
         body = json_body(request)
         if not isinstance(body, dict):
-            raise bad_request("user config must be a JSON object")
+            raise Invalid("user config must be a JSON object")
         password = body.get("password")
         if password is not None and not isinstance(password, str):
-            raise bad_request("password must be a string")
+            raise Invalid("password must be a string")
         pwhash = await self._run(hash_password, password) if password is not None else None
         if method == b"PUT":
             view = await self._write(
@@ -270,7 +272,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         body = json_body(request)
         if method == b"PUT":
             if not isinstance(body, dict):
-                raise bad_request("index config must be a JSON object")
+                raise Invalid("index config must be a JSON object")
             config = await self._write(request, lambda tx: users.create_index(tx, stage, body, identity, self._policy))
             return self._reply(request, "indexconfig", config)
         noop = has_arg(request, b"error_on_noop")
@@ -283,7 +285,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
     async def _push(self, request: IRequest, stage: str, identity: Identity) -> bytes:
         body = json_body(request)
         if not isinstance(body, dict):
-            raise bad_request("push body must be a JSON object")
+            raise Invalid("push body must be a JSON object")
         log = await self._write(
             request,
             lambda tx: push.push(tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy),
@@ -295,22 +297,23 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
     async def _legacy_upload(self, request: IRequest, stage: str) -> bytes:
         try:
             return await self._legacy_action(request, stage)
-        except APIError as e:
+        except DomainError as e:
             # devpi-client and twine print the reason phrase
-            request.setResponseCode(e.status, b"Unauthorized" if e.status == 401 else _reason(e.message))
-            if e.status == 401:
+            status = status_of(e)
+            request.setResponseCode(status, b"Unauthorized" if status == 401 else _reason(e.message))
+            if status == 401:
                 request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
             request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-            title = html.escape(f"{e.status} {e.message}")
+            title = html.escape(f"{status} {e.message}")
             return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n".encode()
 
     async def _legacy_action(self, request: IRequest, stage: str) -> bytes:
         identity = await self._auth.identify(request)
         config = await self._ixconfig(stage)
         if config.get("type") != "stage":
-            raise APIError(404, "cannot submit to mirror index")
+            raise NotFound("cannot submit to mirror index")
         if not self._policy.may_upload(identity, config):
-            raise APIError(401 if identity.user is None else 403, "no permission to submit")
+            raise (NotAuthenticated if identity.user is None else Forbidden)("no permission to submit")
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
@@ -345,14 +348,14 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         action = form.first(":action")
         metadata = metadata_from_form(form.fields)
         if not action:
-            raise bad_request(":action field not found")
+            raise Invalid(":action field not found")
         if action == "submit":
             return lambda tx: releases.register(tx, stage, metadata, identity, self._policy)
         if action not in ("file_upload", "doc_upload"):
-            raise bad_request(f"action {action!r} not supported")
+            raise Invalid(f"action {action!r} not supported")
         content = form.content
         if content is None:
-            raise bad_request("content file field not found")
+            raise Invalid("content file field not found")
         if action == "doc_upload":
             name, version = form.first("name"), form.first("version")
             return lambda tx: releases.store_doczip(tx, stage, name, version, metadata, content, identity, self._policy)

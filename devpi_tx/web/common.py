@@ -21,7 +21,7 @@ from devpi_tx.domain import users
 from devpi_tx.domain.auth import TokenSigner
 from devpi_tx.mirror.download import MirrorFiles
 from devpi_tx.mirror.pages import MirrorService
-from devpi_tx.model.errors import APIError, bad_request
+from devpi_tx.model.errors import Invalid, TooLarge
 from devpi_tx.model.policy import Policy
 from devpi_tx.store.interfaces import IStore
 from devpi_tx.web import render
@@ -56,7 +56,7 @@ MAX_JSON_DEPTH = 32
 
 
 def _refuse_constant(name: str) -> Any:
-    raise bad_request(f"Bad request: {name} is not a valid JSON number")
+    raise Invalid(f"Bad request: {name} is not a valid JSON number")
 
 
 def parse_json(raw: bytes, limit: int = MAX_JSON_BODY) -> Any:
@@ -65,22 +65,22 @@ def parse_json(raw: bytes, limit: int = MAX_JSON_BODY) -> Any:
     L{MAX_JSON_DEPTH} levels deep, finite numbers only (a stored C{NaN}
     would make every later answer that shows it invalid JSON).
 
-    @raise APIError: 413 when too large, 400 when not such a document.
+    @raise TooLarge: when too large; L{Invalid} when not such a document.
     """
     if len(raw) > limit:
-        raise APIError(413, f"JSON body larger than {limit} bytes")
+        raise TooLarge(f"JSON body larger than {limit} bytes")
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
-        raise bad_request(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise Invalid(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
-        raise bad_request("Bad request: could not decode json") from None
+        raise Invalid("Bad request: could not decode json") from None
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, (dict, list)):
             if depth > MAX_JSON_DEPTH:
-                raise bad_request(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+                raise Invalid(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return value
@@ -89,7 +89,7 @@ def parse_json(raw: bytes, limit: int = MAX_JSON_BODY) -> Any:
 def json_body(request: IRequest, limit: int = MAX_JSON_BODY) -> Any:
     request.content.seek(0, 2)
     if request.content.tell() > limit:
-        raise APIError(413, f"JSON body larger than {limit} bytes")
+        raise TooLarge(f"JSON body larger than {limit} bytes")
     request.content.seek(0)
     raw = request.content.read()
     if not raw.strip():
@@ -149,7 +149,7 @@ class Base:
         An index's config, kept in memory until a commit (of any process,
         heard through the store) changes it: uploads need it on every request.
 
-        @raise APIError: 404 when there is no such index.
+        @raise NotFound: when there is no such index.
         """
         found = self._ixconfigs.get(stage)
         if found is None:

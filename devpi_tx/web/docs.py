@@ -13,7 +13,7 @@ from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
 from devpi_tx.events import hooks
-from devpi_tx.model.errors import not_found
+from devpi_tx.model.errors import NotFound
 from devpi_tx.model.names import normalize_name, version_key
 from devpi_tx.web.common import Base, app
 from devpi_tx.web.filesend import send_file
@@ -51,17 +51,17 @@ def locate_doc(serverdir: str, user: str, index: str, project: str, version: str
     sent to C{rest + "/"} (a directory asked for without its slash, so that
     relative links resolve).  C{version} may be C{+latest} or C{+stable}.
 
-    @raise APIError: 404 for anything not found or outside the docs.
+    @raise NotFound: for anything not found or outside the docs.
     """
     root = docs_root(serverdir, user, index, project)
     if root is None:
-        raise not_found("no such documentation")
+        raise NotFound("no such documentation")
     if version in (LATEST, STABLE):
         versions = doc_versions(serverdir, user, index, project)
         if version == STABLE:
             versions = [v for v in versions if is_stable(v)]
         if not versions:
-            raise not_found(f"no documentation for {project} on {user}/{index}")
+            raise NotFound(f"no documentation for {project} on {user}/{index}")
         version = versions[-1]
     segments = rest.split("/") if rest else []
     directory = not segments or segments[-1] == ""
@@ -72,19 +72,19 @@ def locate_doc(serverdir: str, user: str, index: str, project: str, version: str
         or not all(map(hooks.safe_segment, segments))
         or segments[:1] == [hooks.DOCS_MARKER]
     ):
-        raise not_found("no such documentation file")
+        raise NotFound("no such documentation file")
     tree = os.path.join(root, version)
     path = os.path.join(tree, *segments)
     real_tree = os.path.realpath(tree)
     real = os.path.realpath(path)
     if real != real_tree and not real.startswith(real_tree + os.sep):
-        raise not_found("no such documentation file")
+        raise NotFound("no such documentation file")
     if os.path.isdir(path):
         if not directory:
             return path, True
         path = os.path.join(path, "index.html")
     if not os.path.isfile(path):
-        raise not_found(f"no documentation file {rest or 'index.html'} for {project} {version} on {user}/{index}")
+        raise NotFound(f"no documentation file {rest or 'index.html'} for {project} {version} on {user}/{index}")
     return path, False
 
 

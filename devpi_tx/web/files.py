@@ -21,7 +21,7 @@ from twisted.web.iweb import IRequest
 from devpi_tx.domain import keys, releases
 from devpi_tx.domain.users import get_ixconfig
 from devpi_tx.mirror.upstream import UpstreamError, with_credentials
-from devpi_tx.model.errors import APIError, not_found
+from devpi_tx.model.errors import DomainError, NotFound, TooLarge, UpstreamFailed
 from devpi_tx.model.names import project_of
 from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
 from devpi_tx.web import render
@@ -238,7 +238,7 @@ class FileRoutes(Base):
     async def _file(self, request: IRequest, stage: str, relpath: str, rest: str) -> Any:
         segments = rest.split("/")
         if ".." in segments or "" in segments or "\x00" in rest:
-            raise not_found("no such file")
+            raise NotFound("no such file")
         if request.method == b"POST":
             return await self._toxresult(request, relpath)
         if request.method == b"DELETE":
@@ -252,7 +252,7 @@ class FileRoutes(Base):
         if entry is None and config.get("type") == "mirror" and self._mirror is not None:
             entry = await self._find_on_mirror(stage, config, relpath)
         if entry is None:
-            raise not_found("no such file")
+            raise NotFound("no such file")
         if render.accepts_json(header(request, b"Accept")):
             names = ("last_modified", "hash_spec", "hashes", "project", "version", "url")
             return self._reply(request, "releasefilemeta", {k: entry[k] for k in names if k in entry})
@@ -262,7 +262,7 @@ class FileRoutes(Base):
                 self._remember_file(relpath, path, entry)
             return await self._send(request, path, entry)
         if not entry.get("url"):
-            raise not_found("no such file")
+            raise NotFound("no such file")
         return await self._from_upstream(request, config, relpath, entry, path)
 
     async def _send(self, request: IRequest, path: str, entry: dict[str, Any]) -> Any:
@@ -279,7 +279,7 @@ class FileRoutes(Base):
             return None
         try:
             await self._mirror.page(stage, config, parsed[0])
-        except APIError:
+        except DomainError:
             return None
         return await self._store.read(lambda tx: tx.get(keys.file(relpath)))  # type: ignore[no-any-return]
 
@@ -288,7 +288,7 @@ class FileRoutes(Base):
     ) -> Any:
         mirror_url = str(config.get("mirror_url", ""))
         if self._mirror is not None and self._mirror.offline:
-            raise not_found(f"{relpath} is not cached and the server is offline")
+            raise NotFound(f"{relpath} is not cached and the server is offline")
         if config.get("mirror_use_external_urls"):
             request.redirect(with_credentials(entry["url"], mirror_url).encode())
             return b""
@@ -298,14 +298,14 @@ class FileRoutes(Base):
                 request.setHeader(b"Content-Length", str(entry["size"]).encode())
             return b""
         if self._mirror_files is None:
-            raise not_found("no such file")
+            raise NotFound("no such file")
         try:
             sent = await self._mirror_files.fetch(request, relpath, entry, mirror_url)
         except UpstreamError as e:
             if request.startedWriting:  # type: ignore[attr-defined]
                 return b""  # the connection was aborted: the client sees the failure
             request.responseHeaders.removeHeader(b"Content-Length")
-            raise APIError(502, e.message) from None
+            raise UpstreamFailed(e.message) from None
         if sent:
             return b""
         fresh = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
@@ -316,7 +316,7 @@ class FileRoutes(Base):
         base = relpath[: -len(METADATA)]
         wheel = await self._store.read(lambda tx: tx.get(keys.file(base)))
         if wheel is None or not base.endswith(".whl"):
-            raise not_found("no such file")
+            raise NotFound("no such file")
         path = os.path.join(self._config.files_dir, relpath)
         mime = b"application/octet-stream"
         if os.path.exists(path):
@@ -329,7 +329,7 @@ class FileRoutes(Base):
                 data = await self.metadata_cache.get(_content_key(base, wheel), wheel_path)
             except MetadataTooLarge as e:
                 # the wheel is kept, but its metadata is not inflated to be served
-                raise not_found(f"metadata of {base} is larger than {e.limit} bytes, it is not served") from None
+                raise NotFound(f"metadata of {base} is larger than {e.limit} bytes, it is not served") from None
             except OSError:
                 data = None
         elif wheel.get("core_metadata") and self._mirror is not None and not self._mirror.offline:
@@ -337,7 +337,7 @@ class FileRoutes(Base):
             if isinstance(wheel["core_metadata"], dict) and "sha256" in wheel["core_metadata"]:
                 await self._keep_metadata(base, path, data)
         if data is None:
-            raise not_found(f"no metadata found in {base}")
+            raise NotFound(f"no metadata found in {base}")
         request.setHeader(b"Cache-Control", IMMUTABLE)
         request.setHeader(b"Content-Type", mime)
         return data
@@ -371,23 +371,22 @@ class FileRoutes(Base):
         try:
             fetched = await self._mirror.upstream.fetch(url)
         except UpstreamError as e:
-            raise APIError(502, e.message) from None
+            raise UpstreamFailed(e.message) from None
         if fetched.status != 200:
-            raise APIError(
-                502 if fetched.status != 404 else 404, f"error {fetched.status} getting {wheel['url']}{METADATA}"
-            )
+            kind = NotFound if fetched.status == 404 else UpstreamFailed
+            raise kind(f"error {fetched.status} getting {wheel['url']}{METADATA}")
         expected = wheel["core_metadata"]
         if isinstance(expected, dict):
             for algo, value in expected.items():
                 if algo in hashlib.algorithms_available and hashlib.new(algo, fetched.body).hexdigest() != value:
-                    raise APIError(502, f"{algo} mismatch for {wheel['url']}{METADATA}")
+                    raise UpstreamFailed(f"{algo} mismatch for {wheel['url']}{METADATA}")
         return fetched.body
 
     async def _toxresult(self, request: IRequest, relpath: str) -> bytes:
         identity = await self._auth.identify(request)
         request.content.seek(0, 2)
         if request.content.tell() > MAX_TOXRESULT:
-            raise APIError(413, f"tox result larger than {MAX_TOXRESULT} bytes")
+            raise TooLarge(f"tox result larger than {MAX_TOXRESULT} bytes")
         request.content.seek(0)
         raw = request.content.read()
         parse_json(raw, MAX_TOXRESULT)

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import multipart
 
-from devpi_tx.model.errors import bad_request
+from devpi_tx.model.errors import Invalid
 from devpi_tx.store.files import PreparedFile, prepare_stream, wheel_metadata
 
 
@@ -36,12 +36,12 @@ class Form:
 def boundary_of(content_type: str) -> str:
     media, _, params = content_type.partition(";")
     if media.strip().lower() != "multipart/form-data":
-        raise bad_request("expected a multipart/form-data body")
+        raise Invalid("expected a multipart/form-data body")
     for param in params.split(";"):
         name, _, value = param.strip().partition("=")
         if name.lower() == "boundary" and value:
             return value.strip('"')
-    raise bad_request("multipart body without boundary")
+    raise Invalid("multipart body without boundary")
 
 
 def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, want_metadata: bool = True) -> Form:
@@ -49,7 +49,7 @@ def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, w
     Parse an upload form; the C{content} part becomes a L{PreparedFile} and,
     for wheels, the sha256 of their C{METADATA} is taken.
 
-    @raise APIError: 400 for a malformed body.
+    @raise Invalid: for a malformed body.
     """
     form = Form()
     parser = multipart.MultipartParser(
@@ -64,7 +64,7 @@ def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, w
         for part in parser:
             if part.filename is not None and part.name == "content":
                 if form.content is not None:
-                    raise bad_request("more than one content file field")
+                    raise Invalid("more than one content file field")
                 assert part.file is not None
                 part.file.seek(0)
                 form.filename = part.filename
@@ -74,11 +74,11 @@ def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, w
                 try:
                     value = part.value
                 except UnicodeDecodeError:
-                    raise bad_request(f"field {part.name!r} is not UTF-8 text") from None
+                    raise Invalid(f"field {part.name!r} is not UTF-8 text") from None
                 form.fields.setdefault(part.name, []).append(value)
     except multipart.MultipartError as e:
         form.discard()
-        raise bad_request(f"malformed multipart body: {e}") from None
+        raise Invalid(f"malformed multipart body: {e}") from None
     except BaseException:
         form.discard()
         raise

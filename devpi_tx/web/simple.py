@@ -16,10 +16,11 @@ from twisted.web.iweb import IRequest
 
 from devpi_tx.domain import queries, releases
 from devpi_tx.mirror.pages import MirrorPage
-from devpi_tx.model.errors import APIError, bad_request, not_found
+from devpi_tx.model.errors import DomainError, Invalid, NotFound
 from devpi_tx.model.names import normalize_name
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, json_body
+from devpi_tx.web.errors import UnsupportedMediaType
 from devpi_tx.web.pagecache import LIST
 
 STALE_HEADERS = (
@@ -41,7 +42,7 @@ class Rendered:
 
 def _check_project_segment(project: str) -> None:
     if not project.isascii():
-        raise bad_request("unicode project names not allowed")
+        raise Invalid("unicode project names not allowed")
 
 
 class SimpleRoutes(Base):
@@ -114,7 +115,7 @@ class SimpleRoutes(Base):
         for name, config in mirrors:
             try:
                 page = await self._mirror.page(name, config, project)
-            except APIError as e:
+            except DomainError as e:
                 if name == stage:
                     raise
                 self._log.warn("Mirror {mirror} skipped: {message}", mirror=name, message=e.message)
@@ -179,7 +180,7 @@ class SimpleRoutes(Base):
             plan = await self._store.read(lambda tx: queries.simple_plan(tx, stage, normalized))
             pages = await self._mirror_pages(stage, plan.mirrors, normalized)
             if not plan.found and not pages:
-                raise not_found(f"The project {normalized} does not exist.")
+                raise NotFound(f"The project {normalized} does not exist.")
             links, versions = plan.merge(pages)
             if want_json:
                 content_type, body = render.SIMPLE_JSON_TYPE, render.simple_page_json(normalized, links, versions, href)
@@ -203,7 +204,7 @@ class SimpleRoutes(Base):
             for name, config in plan.mirrors:
                 try:
                     await self._mirror.page(name, config, normalized, refresh=True)
-                except APIError as e:
+                except DomainError as e:
                     # devpi answers 500 here; the page itself will say what is wrong
                     self._log.warn(
                         "Refresh of {project} on {mirror}: {message}",
@@ -241,14 +242,14 @@ class SimpleRoutes(Base):
             ):
                 return await self._simple_page(request, stage, project, "")
             if not render.accepts_json(accept):
-                raise APIError(415, "unsupported media type, use Accept: application/json")
+                raise UnsupportedMediaType("unsupported media type, use Accept: application/json")
             if normalized != project:
                 return self._redirect(request, f"/{stage}/{normalized}")
             result, mirrored = await self._merged_versions(
                 request, stage, normalized, has_arg(request, b"ignore_bases")
             )
             if not result and not mirrored:
-                raise not_found(f"The project {normalized} does not exist.")
+                raise NotFound(f"The project {normalized} does not exist.")
             return self._reply(request, "projectconfig", result)
         identity = await self._auth.identify(request)
         force = has_arg(request, b"force")
@@ -270,7 +271,7 @@ class SimpleRoutes(Base):
                 return self._redirect(request, f"/{stage}/{normalized}/{version}")
             result, _ = await self._merged_versions(request, stage, normalized, False)
             if version not in result:
-                raise not_found(f"The version {version} of project {normalized} does not exist.")
+                raise NotFound(f"The version {version} of project {normalized} does not exist.")
             return self._reply(request, "versiondata", result[version])
         identity = await self._auth.identify(request)
         if request.method == b"PATCH":
@@ -286,7 +287,7 @@ class SimpleRoutes(Base):
         body = json_body(request)
         yanked = body.get("yanked") if isinstance(body, dict) else None
         if not isinstance(yanked, (bool, str)) or set(body) != {"yanked"}:
-            raise bad_request('expected {"yanked": true, false or a reason}')
+            raise Invalid('expected {"yanked": true, false or a reason}')
         record = await self._write(
             request,
             lambda tx: releases.set_yanked(tx, stage, project, version, yanked, identity, self._policy),
