@@ -30,6 +30,7 @@ from devpi_tx.admin.export import (
 from devpi_tx.admin.fsck import fsck
 from devpi_tx.admin.importer import import_dump
 from devpi_tx.domain import keys
+from devpi_tx.store.interfaces import ITransaction
 from tests.devpi_server import DevpiServer, devpi_venv
 from tests.helpers import APIHarness, files_below, make_sdist, make_wheel, multipart, upload_fields
 
@@ -373,7 +374,11 @@ class RoundTripTests(SynchronousTestCase):
         target = self.mktemp()
         import_dump(target, dump)
         copy = harness_at(self, target)
-        got = self.successResultOf(copy.store.read(lambda tx: (tx.get(keys.file(relpath)), tx.items("m/"))))
+
+        async def entry_and_mirror_pages(tx: ITransaction) -> tuple[Any, Any]:
+            return await tx.get(keys.file(relpath)), await tx.items("m/")
+
+        got = self.successResultOf(copy.store.read(entry_and_mirror_pages))
         self.assertEqual(got, (entry, []))
         self.assertEqual(read_bytes(os.path.join(target, "+files", relpath)), data)
 
@@ -1035,8 +1040,8 @@ class ExportEdgeTests(SynchronousTestCase):
         self.assertEqual(self.h.request("POST", href[len(BASE) :], {"testenvs": {}}).code, 200)
 
     def change_version(self, change: Callable[[dict[str, Any]], None]) -> None:
-        def write(tx: Any) -> None:
-            record = tx.get(keys.version("alice/dev", "pkg", "1.0"))
+        async def write(tx: Any) -> None:
+            record = await tx.get(keys.version("alice/dev", "pkg", "1.0"))
             change(record)
             tx.set(keys.version("alice/dev", "pkg", "1.0"), record)
 

@@ -94,8 +94,8 @@ class FsckTests(SynchronousTestCase):
         self.assertIn("metadata sha256 mismatch", error)
         os.unlink(self.path(self.wheel) + ".metadata")
 
-        def wrong_hash(tx: Any) -> None:
-            entry = tx.get(keys.file(self.relpath(self.wheel)))
+        async def wrong_hash(tx: Any) -> None:
+            entry = await tx.get(keys.file(self.relpath(self.wheel)))
             tx.set(keys.file(self.relpath(self.wheel)), dict(entry, core_metadata={"sha256": "0" * 64}))
 
         self.successResultOf(self.h.store.write(wrong_hash))

@@ -251,8 +251,8 @@ class UploadPermissionTests(_Base):
         self.h.flush()
         self.assertEqual(len(held), 1, "the large body is parsed in a worker before the write")
 
-        def revoke(tx: Any) -> None:
-            config = tx.get("i/alice/dev")
+        async def revoke(tx: Any) -> None:
+            config = await tx.get("i/alice/dev")
             tx.set("i/alice/dev", dict(config, acl_upload=["root"]))
 
         self.successResultOf(self.h.store.write(revoke))

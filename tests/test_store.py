@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
@@ -39,6 +40,33 @@ INITIAL: dict[str, Any] = {
 def initial(tx: ITransaction) -> None:
     for key, value in INITIAL.items():
         tx.set(key, value)
+
+
+def values_of(*keys: str) -> Callable[[ITransaction], Coroutine[Any, Any, tuple[Any, ...]]]:
+    """A transaction function reading C{keys}: their values."""
+
+    async def read(tx: ITransaction) -> tuple[Any, ...]:
+        return tuple([await tx.get(key) for key in keys])
+
+    return read
+
+
+def serial_and(*keys: str) -> Callable[[ITransaction], Coroutine[Any, Any, tuple[Any, ...]]]:
+    """A transaction function reading C{keys}: the serial, then their values."""
+
+    async def read(tx: ITransaction) -> tuple[Any, ...]:
+        return (tx.serial, *[await tx.get(key) for key in keys])
+
+    return read
+
+
+def copying(source: str, target: str) -> Callable[[ITransaction], Coroutine[Any, Any, None]]:
+    """A transaction function setting C{target} to the value of C{source}."""
+
+    async def copy(tx: ITransaction) -> None:
+        tx.set(target, await tx.get(source))
+
+    return copy
 
 
 class Boom(Exception):
@@ -94,7 +122,7 @@ class StoreContract(_Base):
         store = self.make_store()
         self.assertEqual(store.current_serial(), 0)
         self.assertEqual(await self.all_changes(store), [(0, INITIAL)])
-        values = await store.read(lambda tx: (tx.serial, tx.get("u/root"), tx.get("nope")))
+        values = await store.read(serial_and("u/root", "nope"))
         self.assertEqual(values, (0, INITIAL["u/root"], None))
 
     async def test_write_serials(self) -> None:
@@ -133,7 +161,7 @@ class StoreContract(_Base):
                 ),
             ],
         )
-        state = await store.read(lambda tx: (tx.serial, tx.get("u/root"), tx.get("u/alice"), tx.get("i/alice/dev")))
+        state = await store.read(serial_and("u/root", "u/alice", "i/alice/dev"))
         self.assertEqual(state, (2, None, {"username": "alice", "email": "a@example.com"}, {"type": "stage"}))
 
     async def test_changelog_entries(self) -> None:
@@ -185,6 +213,41 @@ class StoreContract(_Base):
         self.assertEqual(await store.write(cancel), (None, 0))
         self.assertEqual(await self.all_changes(store), [(0, INITIAL)])
 
+    async def test_coroutine_transactions(self) -> None:
+        """
+        Transaction functions are coroutines that await their reads; writes
+        made after an awaited read commit with it, and a read sees the
+        transaction's own earlier writes.
+        """
+        store = self.make_store()
+
+        async def promote(tx: ITransaction) -> tuple[Any, Any]:
+            root = await tx.get("u/root")
+            tx.set("u/alice", dict(root, username="alice"))
+            return await tx.get("u/alice"), [k for k, _ in await tx.items("u/")]
+
+        (alice, names), serial = await store.write(promote)
+        self.assertEqual((alice["username"], names, serial), ("alice", ["u/alice", "u/root"], 1))
+        self.assertEqual(await store.read(values_of("u/alice")), (alice,))
+
+    async def test_transaction_waiting_on_something_else(self) -> None:
+        """
+        A transaction function that waits on anything but its transaction
+        fails, and nothing of it is kept: a transaction never spans a turn
+        of the reactor.
+        """
+        store = self.make_store()
+        never: Deferred[None] = Deferred()
+
+        async def waits(tx: ITransaction) -> None:
+            tx.set("u/alice", {})
+            await never
+
+        with self.assertRaises(RuntimeError):
+            await store.write(waits)
+        self.assertEqual(store.current_serial(), 0)
+        self.assertEqual(await store.read(values_of("u/alice")), (None,))
+
     async def test_exception_rolls_back(self) -> None:
         """
         An exception in the write function propagates and undoes everything:
@@ -209,7 +272,7 @@ class StoreContract(_Base):
         self.assertEqual(store.current_serial(), 0)
         self.assertEqual(await self.all_changes(store), [(0, INITIAL)])
         self.assertEqual(heard, [])
-        state = await store.read(lambda tx: (tx.get("u/root"), tx.get("i/root/pypi"), tx.get("u/alice")))
+        state = await store.read(values_of("u/root", "i/root/pypi", "u/alice"))
         self.assertEqual(state, (INITIAL["u/root"], INITIAL["i/root/pypi"], None))
         self.assertFalse(os.path.exists(temp))
         self.assertFalse(os.path.exists(self.stored("root/dev/+f/abc/pkg-1.0.whl")))
@@ -376,14 +439,14 @@ class StoreContract(_Base):
         self.assertEqual(await store.read(lambda tx: tx.items("u/ab/")), [("u/ab/1", "U/AB/1")])
         self.assertEqual(await store.read(lambda tx: tx.items("u/c/")), [])
 
-        def change(tx: ITransaction) -> list[tuple[str, Any]]:
+        async def change(tx: ITransaction) -> list[tuple[str, Any]]:
             tx.set("u/a/0", "new")
             tx.set("u/a/25", "new")
             tx.set("u/a/1", "changed")
             tx.delete("u/a/2")
             tx.set("u/ab/2", "other prefix")
             tx.set("u/a", "not below u/a/")
-            return tx.items("u/a/")
+            return await tx.items("u/a/")
 
         inside, _ = await store.write(change)
         expected = [
@@ -411,12 +474,12 @@ class StoreContract(_Base):
         """
         store = self.make_store()
 
-        def work(tx: ITransaction) -> tuple[Any, Any]:
+        async def work(tx: ITransaction) -> tuple[Any, Any]:
             value = {"list": [1]}
             tx.set("k", value)
             value["list"].append(2)
             tx.delete("u/root")
-            return tx.get("k"), tx.get("u/root")
+            return await tx.get("k"), await tx.get("u/root")
 
         result, _serial = await store.write(work)
         self.assertEqual(result, ({"list": [1]}, None))
@@ -599,7 +662,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         await first.write(lambda tx: tx.delete("a"))
         self.assertEqual(second.current_serial(), 0)
         self.assertEqual(heard, [])
-        self.assertEqual(await second.read(lambda tx: (tx.serial, tx.get("a"))), (2, None))
+        self.assertEqual(await second.read(serial_and("a")), (2, None))
 
         self.assertEqual(await second.poll(), 2)
         self.assertEqual(second.current_serial(), 2)
@@ -660,8 +723,8 @@ class SQLiteStoreTests(StoreContract, TestCase):
         first = self.make_store()
         second = self.open(first._path)
         self.assertEqual(await first.write(lambda tx: tx.set("a", 1)), (None, 1))
-        self.assertEqual(await second.write(lambda tx: tx.set("b", tx.get("a"))), (None, 2))
-        self.assertEqual(await first.write(lambda tx: tx.set("c", tx.get("b"))), (None, 3))
+        self.assertEqual(await second.write(copying("a", "b")), (None, 2))
+        self.assertEqual(await first.write(copying("b", "c")), (None, 3))
         self.assertEqual(
             [e.serial for e in await first.changelog(0, 10)],
             [e.serial for e in await second.changelog(0, 10)],

@@ -24,6 +24,7 @@ from devpi_tx.store.files import (
     read_wheel_metadata,
     wheel_metadata,
 )
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.files import WheelMetadataCache
 from tests.helpers import make_wheel, make_zipbomb_wheel
@@ -165,13 +166,13 @@ class UploadTests(_Base):
         prepared = prepare_bytes(self.h.serverdir.files, data)
         upload = releases.Upload(name, prepared, core_metadata_sha256="0" * 64)
         metadata = {"name": "bomb-pkg", "version": "1.0"}
-        relpath, _ = self.successResultOf(
-            self.h.store.write(
-                lambda tx: (
-                    releases.store_release(tx, "alice/dev", metadata, upload, Identity("alice"), Policy()).relpath
-                )
-            )
-        )
+
+        async def store(tx: ITransaction) -> str:
+            return (
+                await releases.store_release(tx, "alice/dev", metadata, upload, Identity("alice"), Policy())
+            ).relpath
+
+        relpath, _ = self.successResultOf(self.h.store.write(store))
         for accept in ("*/*", "application/json", "*/*"):
             reply = self.h.request("GET", f"/{relpath}.metadata", headers={"Accept": accept})
             self.assertEqual(reply.code, 404)

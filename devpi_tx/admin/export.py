@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -177,17 +177,17 @@ class _Exporter:
         if message not in self.stats.warnings:
             self.stats.warnings.append(message)
 
-    def run(self, tx: ITransaction) -> ExportStats:
-        indexes = [(k[len("i/") :], c) for k, c in tx.items("i/")]
+    async def run(self, tx: ITransaction) -> ExportStats:
+        indexes = [(k[len("i/") :], c) for k, c in await tx.items("i/")]
         for cycle in order_indexes({stage: c.get("bases", []) for stage, c in indexes})[1]:
             self.stats.warnings.append(f"bases cycle {' -> '.join(cycle)}: devpi-server cannot import it")
         total_files = total_bytes = 0
         for stage, config in indexes:
-            for _, _, files in self._projects(tx, stage, config):
+            async for _, _, files in self._projects(tx, stage, config):
                 total_files += len(files)
                 total_bytes += sum(size for _, _, size in files)
         self._meter = _Meter(self._progress, "export", total_files, total_bytes)
-        users = {k[len("u/") :]: {"username": k[len("u/") :], **v} for k, v in tx.items("u/")}
+        users = {k[len("u/") :]: {"username": k[len("u/") :], **v} for k, v in await tx.items("u/")}
         self.stats.users = len(users)
         partial = os.path.join(self._dumpdir, DATAINDEX + ".partial")
         try:
@@ -197,7 +197,7 @@ class _Exporter:
                 out.write(',\n "indexes": {')
                 for number, (stage, config) in enumerate(indexes):
                     out.write(("," if number else "") + "\n  " + json.dumps(stage) + ": ")
-                    self._write_index(out, tx, stage, config)
+                    await self._write_index(out, tx, stage, config)
                 out.write("\n }\n}\n")
                 out.flush()
             os.sync()  # the files and the index reach the disk before the dump is named complete
@@ -208,7 +208,7 @@ class _Exporter:
         self._meter.finish()
         return self.stats
 
-    def _write_index(self, out: TextIO, tx: ITransaction, stage: str, config: dict[str, Any]) -> None:
+    async def _write_index(self, out: TextIO, tx: ITransaction, stage: str, config: dict[str, Any]) -> None:
         self.stats.indexes += 1
         out.write('{"indexconfig": ' + json.dumps(config))
         if config.get("type") == "mirror" and not self._mirrored:
@@ -216,35 +216,36 @@ class _Exporter:
             return
         out.write(',\n   "projects": {')
         sep = ""
-        for project, versions, _ in self._projects(tx, stage, config):
+        async for project, versions, _ in self._projects(tx, stage, config):
             out.write(f"{sep}\n    {json.dumps(project)}: {json.dumps(versions)}")
             sep = ","
             self.stats.projects += 1
             self.stats.versions += len(versions)
         out.write('},\n   "files": [')
         sep = ""
-        for _, _, files in self._projects(tx, stage, config):
+        async for _, _, files in self._projects(tx, stage, config):
             for desc, relpath, _ in files:
                 self._copy(relpath, desc)
                 out.write(f"{sep}\n    {json.dumps(desc)}")
                 sep = ","
         out.write("]}")
 
-    def _projects(
+    async def _projects(
         self, tx: ITransaction, stage: str, config: dict[str, Any]
-    ) -> Iterator[tuple[str, dict[str, Any], list[_FileTask]]]:
+    ) -> AsyncIterator[tuple[str, dict[str, Any], list[_FileTask]]]:
         """Per project: its versions' metadata and the files to dump."""
         if config.get("type") == "mirror":
             if self._mirrored:
-                yield from self._mirror_projects(tx, stage)
+                async for item in self._mirror_projects(tx, stage):
+                    yield item
             return
         prefix = keys.project_prefix(stage)
-        for pkey, precord in tx.items(prefix):
+        for pkey, precord in await tx.items(prefix):
             project = pkey[len(prefix) :]
             vprefix = keys.version_prefix(stage, project)
             versions: dict[str, Any] = {}
             files: list[_FileTask] = []
-            for vkey, record in tx.items(vprefix):
+            for vkey, record in await tx.items(vprefix):
                 version = vkey[len(vprefix) :]
                 meta = {k: v for k, v in record.items() if not k.startswith("+")}
                 meta["name"] = meta.get("name") or precord.get("name") or project
@@ -253,12 +254,12 @@ class _Exporter:
                 links = record.get("+elinks", [])
                 by_path = {link["entrypath"]: link for link in links}
                 for link in links:
-                    task = self._task(tx, stage, project, version, link, by_path)
+                    task = await self._task(tx, stage, project, version, link, by_path)
                     if task is not None:
                         files.append(task)
             yield project, versions, files
 
-    def _task(
+    async def _task(
         self,
         tx: ITransaction,
         stage: str,
@@ -269,7 +270,7 @@ class _Exporter:
     ) -> _FileTask | None:
         entrypath = link["entrypath"]
         basename = entrypath.rsplit("/", 1)[1]
-        entry = tx.get(keys.file(entrypath))
+        entry = await tx.get(keys.file(entrypath))
         if entry is None:
             raise DumpError(f"{stage}: the file entry of {entrypath} is missing")
         desc: dict[str, Any] = {"type": link["rel"], "projectname": project, "version": version}
@@ -290,9 +291,11 @@ class _Exporter:
             desc["upload_time"] = link["upload_time"]
         return desc, entrypath, int(entry.get("size", 0))
 
-    def _mirror_projects(self, tx: ITransaction, stage: str) -> Iterator[tuple[str, dict[str, Any], list[_FileTask]]]:
+    async def _mirror_projects(
+        self, tx: ITransaction, stage: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any], list[_FileTask]]]:
         grouped: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for key, entry in tx.items(keys.file_prefix(stage)):
+        for key, entry in await tx.items(keys.file_prefix(stage)):
             relpath = key[len("f/") :]
             if not entry.get("last_modified"):
                 continue

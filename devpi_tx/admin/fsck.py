@@ -108,20 +108,20 @@ def _metadata_problem(wheel_path: str, meta_path: str, entry: dict[str, Any]) ->
     return None
 
 
-def _check(
+async def _check(
     tx: ITransaction, files_dir: str, checksum: bool, report: FsckReport, refetch: list[str] | None = None
 ) -> None:
     report.serial = tx.serial
     report.add("INFO", f"Checking at serial {tx.serial}")
     kinds: dict[str, str | None] = {}
     missing = mirror_missing = 0
-    for key, entry in tx.items("f/"):
+    for key, entry in await tx.items("f/"):
         if not isinstance(entry, dict) or not entry.get("last_modified"):
             continue
         relpath = key[len("f/") :]
         stage = "/".join(relpath.split("/", 2)[:2])
         if stage not in kinds:
-            config = tx.get(keys.index(stage))
+            config = await tx.get(keys.index(stage))
             kinds[stage] = config.get("type") if isinstance(config, dict) else None
         report.checked += 1
         path = os.path.join(files_dir, relpath)
@@ -176,10 +176,10 @@ def _problem(path: str, entry: dict[str, object], checksum: bool) -> str | None:
     return None
 
 
-def _forget_downloads(tx: ITransaction, relpaths: list[str]) -> None:
+async def _forget_downloads(tx: ITransaction, relpaths: list[str]) -> None:
     """Mark mirror files as not downloaded, so the next request fetches them again."""
     for relpath in relpaths:
-        entry = tx.get(keys.file(relpath))
+        entry = await tx.get(keys.file(relpath))
         if isinstance(entry, dict) and entry.get("last_modified"):
             entry = {k: v for k, v in entry.items() if k not in ("last_modified", "size")}
             tx.set(keys.file(relpath), entry)

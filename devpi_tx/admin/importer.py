@@ -152,10 +152,10 @@ class _Writer:
             raise DumpError(f"{reason}; nothing was imported into {self._target}") from e
         os.rmdir(staging)
 
-    def _users(self, tx: ITransaction, keep_root_password: bool) -> None:
+    async def _users(self, tx: ITransaction, keep_root_password: bool) -> None:
         for name, given in self._plan.users.items():
             record = {k: v for k, v in given.items() if k not in ("username", "indexes") and v is not None}
-            current = tx.get(keys.user(name))
+            current = await tx.get(keys.user(name))
             if current is None:
                 record.setdefault("created", "1970-01-01T00:00:00Z")
                 tx.set(keys.user(name), record)

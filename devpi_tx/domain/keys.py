@@ -51,9 +51,9 @@ def metadata_relpath(relpath: str) -> str:
     return relpath + ".metadata"
 
 
-def remove_entry(tx: ITransaction, relpath: str) -> None:
+async def remove_entry(tx: ITransaction, relpath: str) -> None:
     """Delete a file entry and, after commit, its file and metadata file."""
-    entry = tx.get(file(relpath))
+    entry = await tx.get(file(relpath))
     tx.delete(file(relpath))
     tx.remove_file(relpath)
     if entry and entry.get("core_metadata"):

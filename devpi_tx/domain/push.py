@@ -24,7 +24,7 @@ from devpi_tx.store.files import hashdir
 from devpi_tx.store.interfaces import ITransaction
 
 
-def push(
+async def push(
     tx: ITransaction,
     stage: str,
     body: Mapping[str, Any],
@@ -54,12 +54,12 @@ def push(
         split_stage(target)
     except DomainError:
         raise Invalid("targetindex not in format user/index") from None
-    get_ixconfig(tx, stage)
+    await get_ixconfig(tx, stage)
     project = normalize_name(name)
-    record = tx.get(keys.version(stage, project, version))
+    record = await tx.get(keys.version(stage, project, version))
     if record is None:
         raise Invalid(f"there are no files for {name} {version} on stage {stage}")
-    target_config = get_ixconfig(tx, target)
+    target_config = await get_ixconfig(tx, target)
     if not policy.may_upload(identity, target_config):
         raise NotAuthenticated(f"user {identity.user!r} cannot upload to {target!r}")
     links = record["+elinks"]
@@ -75,8 +75,8 @@ def push(
     if not files and not docs:
         raise NotFound(f"no release/files found for {name} {version}")
     metadata = {k: v for k, v in record.items() if not k.startswith("+") and k != "yanked"}
-    target_project = ensure_project(tx, target, metadata.get("name") or name)
-    tvkey, trecord = version_record(tx, target, target_project, version, metadata)
+    target_project = await ensure_project(tx, target, metadata.get("name") or name)
+    tvkey, trecord = await version_record(tx, target, target_project, version, metadata)
     volatile = target_config.get("volatile", True)
     log: list[list[Any]] = [[200, "register", project, version, "->", target]]
     push_entry = {
@@ -91,7 +91,7 @@ def push(
         sha = link["hashes"]["sha256"]
         relpath = f"{target}/+f/{hashdir(sha)}/{basename}"
         match = ("rel", "doczip") if link["rel"] == "doczip" else ("basename", basename)
-        identical, overwrite = replace_link(tx, trecord, match, relpath, volatile, sha)
+        identical, overwrite = await replace_link(tx, trecord, match, relpath, volatile, sha)
         if identical:
             continue
         copied = prepare_copy(files_dir, _path(files_dir, link["entrypath"]))

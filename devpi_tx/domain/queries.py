@@ -59,28 +59,32 @@ class Link:
         )
 
 
-def sro(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any]]]:
+async def sro(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any]]]:
     """C{(stage, config)} in resolution order."""
+    await get_ixconfig(tx, stage)
+    # the configs of every index reachable over bases, read first; the order is a pure rule
     configs: dict[str, dict[str, Any] | None] = {}
+    pending = [stage]
+    while pending:
+        name = pending.pop()
+        if name in configs:
+            continue
+        config = configs[name] = await tx.get(keys.index(name))
+        if config:
+            pending += [base for base in config.get("bases", []) if base not in configs]
+    return [(name, configs[name] or {}) for name in stage_resolution_order(stage, configs.get)]
 
-    def get(name: str) -> dict[str, Any] | None:
-        if name not in configs:
-            configs[name] = tx.get(keys.index(name))
-        return configs[name]
 
-    get_ixconfig(tx, stage)
-    return [(name, get(name) or {}) for name in stage_resolution_order(stage, get)]
-
-
-def _stage_versions(tx: ITransaction, stage: str, project: str) -> list[tuple[str, Any]]:
+async def _stage_versions(tx: ITransaction, stage: str, project: str) -> list[tuple[str, Any]]:
     prefix = keys.version_prefix(stage, project)
-    return [(k[len(prefix) :], v) for k, v in tx.items(prefix)]
+    return [(k[len(prefix) :], v) for k, v in await tx.items(prefix)]
 
 
-def consulted_stages(tx: ITransaction, stage: str, project: str) -> list[tuple[str, dict[str, Any]]]:
+async def consulted_stages(tx: ITransaction, stage: str, project: str) -> list[tuple[str, dict[str, Any]]]:
     """The stages that contribute to C{project}, whitelist rules applied."""
-    order = sro(tx, stage)
-    allowed = mirrors_allowed(project, order, lambda s: tx.get(keys.project(s, project)) is not None)
+    order = await sro(tx, stage)
+    having = {s for s, c in order if c.get("type") != "mirror" and await tx.get(keys.project(s, project)) is not None}
+    allowed = mirrors_allowed(project, order, having.__contains__)
     return [(s, c) for s, c in order if c.get("type") != "mirror" or s in allowed]
 
 
@@ -108,7 +112,7 @@ class Plan:
         return links, sorted(versions, key=version_key)
 
 
-def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
+async def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
     """
     The private release files of C{project} over the resolution order
     (first basename wins), and the mirrors the whitelist lets us consult.
@@ -118,14 +122,14 @@ def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
     versions: set[str] = set()
     found = False
     mirrors = []
-    for name, config in consulted_stages(tx, stage, project):
+    for name, config in await consulted_stages(tx, stage, project):
         if config.get("type") == "mirror":
             mirrors.append((name, config))
             continue
-        if tx.get(keys.project(name, project)) is None:
+        if await tx.get(keys.project(name, project)) is None:
             continue
         found = True
-        for version, record in _stage_versions(tx, name, project):
+        for version, record in await _stage_versions(tx, name, project):
             files = [e for e in record.get("+elinks", []) if e["rel"] == "releasefile"]
             if files:
                 versions.add(version)
@@ -152,24 +156,24 @@ def simple_plan(tx: ITransaction, stage: str, project: str) -> Plan:
     return Plan(tx.serial, links, versions, found, mirrors)
 
 
-def project_names(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any], list[str]]]:
+async def project_names(tx: ITransaction, stage: str) -> list[tuple[str, dict[str, Any], list[str]]]:
     """Per stage in resolution order, its config and (private stages) project names."""
     result: list[Any] = []
-    for name, config in sro(tx, stage):
+    for name, config in await sro(tx, stage):
         if config.get("type") == "mirror":
             result.append((name, config, []))
             continue
         prefix = keys.project_prefix(name)
-        result.append((name, config, [k[len(prefix) :] for k, _ in tx.items(prefix)]))
+        result.append((name, config, [k[len(prefix) :] for k, _ in await tx.items(prefix)]))
     return result
 
 
-def index_view(tx: ITransaction, stage: str, with_projects: bool) -> dict[str, Any]:
-    config = public_config(get_ixconfig(tx, stage))
+async def index_view(tx: ITransaction, stage: str, with_projects: bool) -> dict[str, Any]:
+    config = public_config(await get_ixconfig(tx, stage))
     if with_projects:
         mirror = config.get("type") == "mirror"
         prefix = keys.mirror_prefix(stage) if mirror else keys.project_prefix(stage)
-        config["projects"] = sorted(k[len(prefix) :] for k, v in tx.items(prefix) if v)
+        config["projects"] = sorted(k[len(prefix) :] for k, v in await tx.items(prefix) if v)
     return config
 
 
@@ -192,7 +196,7 @@ def versiondata_view(record: dict[str, Any], url_for: Callable[[str], str]) -> d
     return view
 
 
-def project_view(
+async def project_view(
     tx: ITransaction,
     stage: str,
     project: str,
@@ -203,16 +207,16 @@ def project_view(
     Version -> versiondata over the private stages (spec 1.11), and the
     mirrors still to merge in.
     """
-    stages = [(stage, get_ixconfig(tx, stage))] if ignore_bases else consulted_stages(tx, stage, project)
+    stages = [(stage, await get_ixconfig(tx, stage))] if ignore_bases else await consulted_stages(tx, stage, project)
     result: dict[str, Any] = {}
     mirrors = []
     for name, config in stages:
         if config.get("type") == "mirror":
             mirrors.append((name, config))
             continue
-        if tx.get(keys.project(name, project)) is None:
+        if await tx.get(keys.project(name, project)) is None:
             continue
-        for version, record in _stage_versions(tx, name, project):
+        for version, record in await _stage_versions(tx, name, project):
             add_version(result, version, versiondata_view(record, url_for))
     return result, mirrors
 

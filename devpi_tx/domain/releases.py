@@ -59,8 +59,8 @@ def http_date(now: float) -> str:
     return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
 
 
-def _require_stage(tx: ITransaction, stage: str) -> dict[str, Any]:
-    config = get_ixconfig(tx, stage)
+async def _require_stage(tx: ITransaction, stage: str) -> dict[str, Any]:
+    config = await get_ixconfig(tx, stage)
     if config.get("type") != "stage":
         raise NotFound("cannot submit to mirror index")
     return config
@@ -73,15 +73,15 @@ def _check_upload(identity: Identity, policy: Policy, config: Mapping[str, Any])
         raise Forbidden("no permission to submit")
 
 
-def version_record(
+async def version_record(
     tx: ITransaction, stage: str, project: str, version: str, metadata: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     vkey = keys.version(stage, project, version)
-    record = tx.get(vkey)
+    record = await tx.get(vkey)
     if record is None and "_" in version:
         alt = keys.version(stage, project, version.replace("_", "-"))
-        if tx.get(alt) is not None:
-            vkey, record = alt, tx.get(alt)
+        if await tx.get(alt) is not None:
+            vkey, record = alt, await tx.get(alt)
     if record is None:
         record = empty_metadata()
         record["+elinks"] = []
@@ -89,14 +89,14 @@ def version_record(
     return vkey, record
 
 
-def ensure_project(tx: ITransaction, stage: str, name: str) -> str:
+async def ensure_project(tx: ITransaction, stage: str, name: str) -> str:
     project = normalize_name(name)
-    if tx.get(keys.project(stage, project)) is None:
+    if await tx.get(keys.project(stage, project)) is None:
         tx.set(keys.project(stage, project), {"name": name, "created": time.time()})
     return project
 
 
-def register(
+async def register(
     tx: ITransaction,
     stage: str,
     metadata: dict[str, Any],
@@ -104,11 +104,11 @@ def register(
     policy: Policy,
 ) -> None:
     """C{:action=submit}: replace a version's metadata with the form's."""
-    config = _require_stage(tx, stage)
+    config = await _require_stage(tx, stage)
     _check_upload(identity, policy, config)
     check_metadata(metadata)
-    project = ensure_project(tx, stage, metadata["name"])
-    vkey, record = version_record(tx, stage, project, metadata["version"], {})
+    project = await ensure_project(tx, stage, metadata["name"])
+    vkey, record = await version_record(tx, stage, project, metadata["version"], {})
     record.update(empty_metadata())
     record.update(metadata)
     tx.set(vkey, record)
@@ -146,7 +146,7 @@ def file_entry(project: str, version: str, content: PreparedFile, now: float) ->
     }
 
 
-def replace_link(
+async def replace_link(
     tx: ITransaction,
     record: dict[str, Any],
     basename_or_rel: tuple[str, str],
@@ -177,9 +177,9 @@ def replace_link(
         for other in list(record["+elinks"]):
             if other.get("for_entrypath") == link["entrypath"]:
                 record["+elinks"].remove(other)
-                keys.remove_entry(tx, other["entrypath"])
+                await keys.remove_entry(tx, other["entrypath"])
         if link["entrypath"] != new_relpath:
-            keys.remove_entry(tx, link["entrypath"])
+            await keys.remove_entry(tx, link["entrypath"])
         return False, [{"what": "overwrite", "who": None, "count": count}]
     return False, []
 
@@ -202,7 +202,7 @@ def _refuse_large_metadata(upload: Upload) -> None:
         pass
 
 
-def store_release(
+async def store_release(
     tx: ITransaction,
     stage: str,
     metadata: dict[str, Any],
@@ -213,17 +213,17 @@ def store_release(
 ) -> StoreResult:
     """C{:action=file_upload} (spec 4.1 step 7, 4.2, 4.3)."""
     now = time.time() if now is None else now
-    config = _require_stage(tx, stage)
+    config = await _require_stage(tx, stage)
     _check_upload(identity, policy, config)
     check_metadata(metadata)
     name, version = metadata["name"], metadata["version"]
     check_filename(upload.filename, name, version)
     if upload.core_metadata_sha256 is None and upload.filename.lower().endswith(".whl"):
         _refuse_large_metadata(upload)
-    project = ensure_project(tx, stage, name)
-    vkey, record = version_record(tx, stage, project, version, metadata)
+    project = await ensure_project(tx, stage, name)
+    vkey, record = await version_record(tx, stage, project, version, metadata)
     relpath = f"{stage}/+f/{hashdir(upload.content.sha256)}/{upload.filename}"
-    identical, log = replace_link(
+    identical, log = await replace_link(
         tx,
         record,
         ("basename", upload.filename),
@@ -246,12 +246,12 @@ def store_release(
     return StoreResult(relpath)
 
 
-def latest_version(tx: ITransaction, stage: str, project: str) -> str | None:
-    versions = [k.rsplit("/", 1)[1] for k, _ in tx.items(keys.version_prefix(stage, project))]
+async def latest_version(tx: ITransaction, stage: str, project: str) -> str | None:
+    versions = [k.rsplit("/", 1)[1] for k, _ in await tx.items(keys.version_prefix(stage, project))]
     return max(versions, key=version_key) if versions else None
 
 
-def store_doczip(
+async def store_doczip(
     tx: ITransaction,
     stage: str,
     name: str,
@@ -264,13 +264,13 @@ def store_doczip(
 ) -> StoreResult:
     """C{:action=doc_upload} (spec 4.1 step 8)."""
     now = time.time() if now is None else now
-    config = _require_stage(tx, stage)
+    config = await _require_stage(tx, stage)
     _check_upload(identity, policy, config)
     if not name:
         raise Invalid("invalid metadata: Missing required field 'name'")
     project = normalize_name(name)
     if not version:
-        version = latest_version(tx, stage, project)
+        version = await latest_version(tx, stage, project)
         if version is None:
             raise Invalid(f"doczip has no version and {project!r} has no releases to derive one from")
         metadata = {}
@@ -278,12 +278,14 @@ def store_doczip(
         metadata = dict(metadata, name=name, version=version)
         check_metadata(metadata)
     check_version(version)
-    ensure_project(tx, stage, name)
-    vkey, record = version_record(tx, stage, project, version, metadata)
+    await ensure_project(tx, stage, name)
+    vkey, record = await version_record(tx, stage, project, version, metadata)
     if not record.get("name"):
         record.update(name=name, version=version)
     relpath = f"{stage}/+f/{hashdir(content.sha256)}/{project}-{version}.doc.zip"
-    identical, log = replace_link(tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256)
+    identical, log = await replace_link(
+        tx, record, ("rel", "doczip"), relpath, config.get("volatile", True), content.sha256
+    )
     if identical:
         return StoreResult(relpath, identical=True, unused=[content])
     log.append({"what": "upload", "who": identity.user, "when": when(now), "dst": stage})
@@ -294,13 +296,13 @@ def store_doczip(
     return StoreResult(relpath)
 
 
-def _find_link(tx: ITransaction, relpath: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    entry = tx.get(keys.file(relpath))
+async def _find_link(tx: ITransaction, relpath: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    entry = await tx.get(keys.file(relpath))
     if entry is None:
         raise NotFound(f"no release file found at {relpath}")
     stage = "/".join(relpath.split("/", 2)[:2])
     vkey = keys.version(stage, entry["project"], entry["version"])
-    record = tx.get(vkey)
+    record = await tx.get(vkey)
     if record is None:
         raise NotFound(f"no release file found at {relpath}")
     for link in record["+elinks"]:
@@ -309,7 +311,7 @@ def _find_link(tx: ITransaction, relpath: str) -> tuple[str, dict[str, Any], dic
     raise NotFound(f"no release file found at {relpath}")
 
 
-def store_toxresult(
+async def store_toxresult(
     tx: ITransaction,
     relpath: str,
     content: PreparedFile,
@@ -320,12 +322,12 @@ def store_toxresult(
     """Attach a tox result to a release file (spec 4.5); returns its relpath."""
     now = time.time() if now is None else now
     stage = "/".join(relpath.split("/", 2)[:2])
-    config = get_ixconfig(tx, stage)
+    config = await get_ixconfig(tx, stage)
     if not policy.may_upload_toxresult(identity, config):
         raise Forbidden(
             "No permission to upload tox results. You can use the devpi test --no-upload option to skip the upload."
         )
-    vkey, record, link = _find_link(tx, relpath)
+    vkey, record, link = await _find_link(tx, relpath)
     if link["rel"] != "releasefile":
         raise NotFound(f"no release file found at {relpath}")
     count = sum(1 for e in record["+elinks"] if e.get("for_entrypath") == relpath)
@@ -333,17 +335,17 @@ def store_toxresult(
     toxpath = f"{relpath}.toxresult-{stamp}-{count}"
     log = [{"what": "upload", "who": identity.user, "when": when(now), "dst": stage}]
     record["+elinks"].append(new_link(toxpath, "toxresult", content, log, now, for_entrypath=relpath))
-    entry = tx.get(keys.file(relpath))
+    entry = await tx.get(keys.file(relpath))
     tx.set(vkey, record)
     tx.set(keys.file(toxpath), file_entry(entry["project"], entry["version"], content, now))
     tx.place_file(content.temp_path, toxpath)
     return f"{toxpath}#sha256={content.sha256}"
 
 
-def _check_delete(
+async def _check_delete(
     tx: ITransaction, stage: str, force: bool, identity: Identity, policy: Policy, what: str
 ) -> dict[str, Any]:
-    config = get_ixconfig(tx, stage)
+    config = await get_ixconfig(tx, stage)
     if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
         raise Forbidden(f"no permission to delete {what} on {stage}")
     if not config.get("volatile", True) and not force:
@@ -351,31 +353,31 @@ def _check_delete(
     return config
 
 
-def _drop_version_if_empty(tx: ITransaction, stage: str, project: str, vkey: str, record: dict[str, Any]) -> None:
+async def _drop_version_if_empty(tx: ITransaction, stage: str, project: str, vkey: str, record: dict[str, Any]) -> None:
     if record["+elinks"]:
         tx.set(vkey, record)
         return
     tx.delete(vkey)
-    if not tx.items(keys.version_prefix(stage, project)):
+    if not await tx.items(keys.version_prefix(stage, project)):
         tx.delete(keys.project(stage, project))
 
 
-def delete_file(tx: ITransaction, relpath: str, force: bool, identity: Identity, policy: Policy) -> None:
+async def delete_file(tx: ITransaction, relpath: str, force: bool, identity: Identity, policy: Policy) -> None:
     stage = "/".join(relpath.split("/", 2)[:2])
-    _check_delete(tx, stage, force, identity, policy, "version")
+    await _check_delete(tx, stage, force, identity, policy, "version")
     try:
-        vkey, record, link = _find_link(tx, relpath)
+        vkey, record, link = await _find_link(tx, relpath)
     except DomainError:
         raise NotFound(f"package {relpath!r} doesn't exist") from None
     for other in list(record["+elinks"]):
         if other is link or other.get("for_entrypath") == relpath:
             record["+elinks"].remove(other)
-            keys.remove_entry(tx, other["entrypath"])
+            await keys.remove_entry(tx, other["entrypath"])
     project = vkey.split("/")[3]
-    _drop_version_if_empty(tx, stage, project, vkey, record)
+    await _drop_version_if_empty(tx, stage, project, vkey, record)
 
 
-def delete_version(
+async def delete_version(
     tx: ITransaction,
     stage: str,
     project: str,
@@ -384,43 +386,45 @@ def delete_version(
     identity: Identity,
     policy: Policy,
 ) -> None:
-    _check_delete(tx, stage, force, identity, policy, "version")
+    await _check_delete(tx, stage, force, identity, policy, "version")
     vkey = keys.version(stage, project, version)
-    record = tx.get(vkey)
+    record = await tx.get(vkey)
     if record is None:
         raise NotFound(f"version {version!r} of project {project!r} not found on {stage}")
     for link in record["+elinks"]:
-        keys.remove_entry(tx, link["entrypath"])
+        await keys.remove_entry(tx, link["entrypath"])
     record["+elinks"] = []
-    _drop_version_if_empty(tx, stage, project, vkey, record)
+    await _drop_version_if_empty(tx, stage, project, vkey, record)
 
 
-def delete_project(tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy) -> None:
-    config = _check_delete(tx, stage, force, identity, policy, "project")
+async def delete_project(
+    tx: ITransaction, stage: str, project: str, force: bool, identity: Identity, policy: Policy
+) -> None:
+    config = await _check_delete(tx, stage, force, identity, policy, "project")
     if config.get("type") == "mirror":
-        _delete_mirror_project(tx, stage, project)
+        await _delete_mirror_project(tx, stage, project)
         return
-    if tx.get(keys.project(stage, project)) is None:
+    if await tx.get(keys.project(stage, project)) is None:
         raise NotFound(f"project {project!r} not found on {stage}")
-    for vkey, record in tx.items(keys.version_prefix(stage, project)):
+    for vkey, record in await tx.items(keys.version_prefix(stage, project)):
         for link in record["+elinks"]:
-            keys.remove_entry(tx, link["entrypath"])
+            await keys.remove_entry(tx, link["entrypath"])
         tx.delete(vkey)
     tx.delete(keys.project(stage, project))
 
 
-def _delete_mirror_project(tx: ITransaction, stage: str, project: str) -> None:
+async def _delete_mirror_project(tx: ITransaction, stage: str, project: str) -> None:
     """Forget a mirrored project: its cached page and downloaded files (spec 5.6)."""
-    record = tx.get(keys.mirror(stage, project))
+    record = await tx.get(keys.mirror(stage, project))
     if not record:
         raise NotFound(f"project {project!r} not found on {stage}")
     for link in record.get("links", []):
-        if tx.get(keys.file(link["relpath"])) is not None:
-            keys.remove_entry(tx, link["relpath"])
+        if await tx.get(keys.file(link["relpath"])) is not None:
+            await keys.remove_entry(tx, link["relpath"])
     tx.delete(keys.mirror(stage, project))
 
 
-def set_yanked(
+async def set_yanked(
     tx: ITransaction,
     stage: str,
     project: str,
@@ -430,11 +434,11 @@ def set_yanked(
     policy: Policy,
 ) -> dict[str, Any]:
     """PEP 592: yank (C{True} or a reason) or unyank (C{False}) a version."""
-    config = get_ixconfig(tx, stage)
+    config = await get_ixconfig(tx, stage)
     if not policy.may_delete_entry(identity, stage.split("/", 1)[0], config):
         raise Forbidden(f"no permission to yank on {stage}")
     vkey = keys.version(stage, project, version)
-    record = tx.get(vkey)
+    record = await tx.get(vkey)
     if record is None:
         raise NotFound(f"The version {version} of project {project} does not exist.")
     if yanked is False:

@@ -7,11 +7,12 @@ Every function here runs inside one L{ITransaction}.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from devpi_tx.domain import keys
-from devpi_tx.model.errors import Conflict, Forbidden, Invalid, NotFound
-from devpi_tx.model.ixconfig import apply_patch, mask_url, public_config, validate_ixconfig
+from devpi_tx.model.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from devpi_tx.model.ixconfig import apply_patch, mask_url, parse_list, public_config, validate_ixconfig
 from devpi_tx.model.names import check_document_size, check_name
 from devpi_tx.model.policy import Identity, Policy
 from devpi_tx.store.interfaces import ITransaction
@@ -24,32 +25,34 @@ def now_iso(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
 
 
-def get_user(tx: ITransaction, name: str) -> dict[str, Any]:
-    record = tx.get(keys.user(name))
+async def get_user(tx: ITransaction, name: str) -> dict[str, Any]:
+    record = await tx.get(keys.user(name))
     if record is None:
         raise NotFound(f"no user {name!r}")
     return dict(record)
 
 
-def get_ixconfig(tx: ITransaction, stage: str) -> dict[str, Any]:
-    config = tx.get(keys.index(stage))
+async def get_ixconfig(tx: ITransaction, stage: str) -> dict[str, Any]:
+    config = await tx.get(keys.index(stage))
     if config is None:
         raise NotFound(f"The stage {stage} could not be found.")
     return dict(config)
 
 
-def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
-    record = get_user(tx, name)
+async def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
+    record = await get_user(tx, name)
     view: dict[str, Any] = {"username": name}
     for key in ("email", "title", "description", "custom_data", "created", "modified"):
         if record.get(key) not in (None, ""):
             view[key] = record[key]
-    view["indexes"] = {k.rsplit("/", 1)[1]: public_config(config) for k, config in tx.items(keys.index_prefix(name))}
+    view["indexes"] = {
+        k.rsplit("/", 1)[1]: public_config(config) for k, config in await tx.items(keys.index_prefix(name))
+    }
     return view
 
 
-def list_users(tx: ITransaction) -> dict[str, Any]:
-    return {k[len("u/") :]: user_view(tx, k[len("u/") :]) for k, _ in tx.items("u/")}
+async def list_users(tx: ITransaction) -> dict[str, Any]:
+    return {k[len("u/") :]: await user_view(tx, k[len("u/") :]) for k, _ in await tx.items("u/")}
 
 
 def _refuse_unknown_user_keys(body: dict[str, Any]) -> None:
@@ -58,7 +61,7 @@ def _refuse_unknown_user_keys(body: dict[str, Any]) -> None:
         raise Invalid("Unknown keys in user config: " + ", ".join(unknown))
 
 
-def create_user(
+async def create_user(
     tx: ITransaction,
     name: str,
     body: dict[str, Any],
@@ -77,7 +80,7 @@ def create_user(
     _refuse_unknown_user_keys(body)
     if "password" not in body:
         raise Invalid("password needs to be set")
-    if tx.get(keys.user(name)) is not None:
+    if await tx.get(keys.user(name)) is not None:
         raise Conflict("user already exists")
     stamp = now_iso(now)
     record: dict[str, Any] = {"created": stamp, "modified": stamp}
@@ -90,10 +93,10 @@ def create_user(
             record[key] = body[key]
     check_document_size("user config", record)
     tx.set(keys.user(name), record)
-    return user_view(tx, name)
+    return await user_view(tx, name)
 
 
-def modify_user(
+async def modify_user(
     tx: ITransaction,
     name: str,
     body: dict[str, Any],
@@ -107,7 +110,7 @@ def modify_user(
     refused as a PUT refuses them (devpi ignores them on PATCH, so a typo
     went unnoticed).  Returns whether the password changed.
     """
-    record = get_user(tx, name)
+    record = await get_user(tx, name)
     _refuse_unknown_user_keys(body)
     given = {k: v for k, v in body.items() if k in USER_KEYS}
     password_only = set(given) == {"password"}
@@ -133,43 +136,52 @@ def modify_user(
     return changed
 
 
-def delete_user(tx: ITransaction, name: str, identity: Identity, policy: Policy) -> None:
-    get_user(tx, name)
+async def delete_user(tx: ITransaction, name: str, identity: Identity, policy: Policy) -> None:
+    await get_user(tx, name)
     if name == "root":
         raise Forbidden("root user cannot be deleted")
     if not policy.may_delete_user(identity, name):
         raise Forbidden(f"no permission to delete user {name}")
-    indexes = tx.items(keys.index_prefix(name))
+    indexes = await tx.items(keys.index_prefix(name))
     for key, config in indexes:
         if not config.get("volatile", True):
             raise Forbidden(f"user {name!r} has non-volatile index: {key.rsplit('/', 1)[1]}")
     for key, _ in indexes:
-        _drop_index_content(tx, key[len("i/") :])
+        await _drop_index_content(tx, key[len("i/") :])
         tx.delete(key)
     tx.delete(keys.user(name))
 
 
-def _index_exists(tx: ITransaction) -> Any:
-    return lambda user, index: tx.get(keys.index(f"{user}/{index}")) is not None
+async def _index_exists(tx: ITransaction, config: Mapping[str, Any]) -> Callable[[str, str], bool]:
+    """
+    Which of the indexes C{config} names as bases exist, read first:
+    validation is a pure rule that asks this.
+    """
+    try:
+        named = parse_list(config.get("bases", []))
+    except DomainError:
+        named = []  # validation says what is wrong with them
+    existing = {name.strip("/") for name in named if await tx.get(keys.index(name.strip("/"))) is not None}
+    return lambda user, index: f"{user}/{index}" in existing
 
 
-def create_index(
+async def create_index(
     tx: ITransaction, stage: str, body: dict[str, Any], identity: Identity, policy: Policy
 ) -> dict[str, Any]:
     user, index = stage.split("/", 1)
     check_name("index", index)
-    get_user(tx, user)
+    await get_user(tx, user)
     if not policy.may_manage_index(identity, user):
         raise Forbidden(f"no permission to create index {stage}")
-    if tx.get(keys.index(stage)) is not None:
+    if await tx.get(keys.index(stage)) is not None:
         raise Conflict(f"index {stage!r} exists")
-    config = validate_ixconfig(body, stage, _index_exists(tx), creating=True)
+    config = validate_ixconfig(body, stage, await _index_exists(tx, body), creating=True)
     check_document_size("index config", config)
     tx.set(keys.index(stage), config)
     return public_config(config)
 
 
-def patch_index(
+async def patch_index(
     tx: ITransaction,
     stage: str,
     body: object,
@@ -177,7 +189,7 @@ def patch_index(
     policy: Policy,
     error_on_noop: bool = False,
 ) -> dict[str, Any]:
-    current = get_ixconfig(tx, stage)
+    current = await get_ixconfig(tx, stage)
     user = stage.split("/", 1)[0]
     if not policy.may_manage_index(identity, user):
         raise Forbidden(f"no permission to modify index {stage}")
@@ -187,7 +199,7 @@ def patch_index(
         patched["mirror_url"] = stored_url  # a config sent back as shown keeps its password
     if patched.get("type") != current.get("type"):
         raise Invalid("the 'type' of an index can't be changed")
-    config = validate_ixconfig(patched, stage, _index_exists(tx), creating=False)
+    config = validate_ixconfig(patched, stage, await _index_exists(tx, patched), creating=False)
     if error_on_noop and config == current:
         raise Invalid("The requested modifications resulted in no changes")
     check_document_size("index config", config)
@@ -195,19 +207,19 @@ def patch_index(
     return public_config(config)
 
 
-def delete_index(tx: ITransaction, stage: str, identity: Identity, policy: Policy) -> None:
-    config = get_ixconfig(tx, stage)
+async def delete_index(tx: ITransaction, stage: str, identity: Identity, policy: Policy) -> None:
+    config = await get_ixconfig(tx, stage)
     if not policy.may_manage_index(identity, stage.split("/", 1)[0]):
         raise Forbidden(f"no permission to delete index {stage}")
     if not config.get("volatile", True):
         raise Forbidden(f"index {stage} non-volatile, cannot delete")
-    _drop_index_content(tx, stage)
+    await _drop_index_content(tx, stage)
     tx.delete(keys.index(stage))
 
 
-def _drop_index_content(tx: ITransaction, stage: str) -> None:
+async def _drop_index_content(tx: ITransaction, stage: str) -> None:
     for prefix in (keys.project_prefix(stage), keys.version_prefix(stage)):
-        for key, _ in tx.items(prefix):
+        for key, _ in await tx.items(prefix):
             tx.delete(key)
-    for key, _ in tx.items(keys.file_prefix(stage)):
-        keys.remove_entry(tx, key[len("f/") :])
+    for key, _ in await tx.items(keys.file_prefix(stage)):
+        await keys.remove_entry(tx, key[len("f/") :])

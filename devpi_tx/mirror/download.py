@@ -298,8 +298,8 @@ class MirrorFiles:
         tee.held = b""
         answered.callback(None)
 
-        def commit(tx: ITransaction) -> None:
-            current = tx.get(keys.file(relpath)) or dict(entry)
+        async def commit(tx: ITransaction) -> None:
+            current = await tx.get(keys.file(relpath)) or dict(entry)
             current.update(hashes=hashes, size=tee.size, last_modified=stamp)
             current.setdefault("hash_spec", f"sha256={hashes['sha256']}")
             tx.set(keys.file(relpath), current)

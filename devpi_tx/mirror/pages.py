@@ -200,10 +200,10 @@ class MirrorService:
         )
 
     async def _offline_page(self, stage: str, record: dict[str, Any]) -> MirrorPage:
-        def present(tx: ITransaction) -> set[str]:
+        async def present(tx: ITransaction) -> set[str]:
             found = set()
             for link in record.get("links", []):
-                entry = tx.get(keys.file(link["relpath"]))
+                entry = await tx.get(keys.file(link["relpath"]))
                 if entry and entry.get("last_modified"):
                     found.add(link["relpath"])
             return found
@@ -251,8 +251,8 @@ class MirrorService:
             return self._stale_or_fail(stage, record, f"bad page from {url}: {e}")
         new = self._record(stage, project, links, versions, fetched, ignore_serial)
 
-        def store(tx: ITransaction) -> int:
-            self._store_page(tx, stage, project, new)
+        async def store(tx: ITransaction) -> int:
+            await self._store_page(tx, stage, project, new)
             return int(tx.serial)
 
         before, written = await self.store.write(store)
@@ -288,11 +288,11 @@ class MirrorService:
         }
 
     @staticmethod
-    def _store_page(tx: ITransaction, stage: str, project: str, record: dict[str, Any]) -> None:
+    async def _store_page(tx: ITransaction, stage: str, project: str, record: dict[str, Any]) -> None:
         tx.set(keys.mirror(stage, project), record)
         for link in record["links"]:
             fkey = keys.file(link["relpath"])
-            if tx.get(fkey) is None:
+            if await tx.get(fkey) is None:
                 entry = {
                     "url": link["url"],
                     "hashes": link.get("hashes", {}),
@@ -311,9 +311,12 @@ class MirrorService:
     async def forget_page(self, stage: str, project: str) -> None:
         """Drop the cached page (C{+simple/P/refresh}, project deletion)."""
         self.forget(stage, project)
-        await self.store.write(
-            lambda tx: tx.set(keys.mirror(stage, project), {}) if tx.get(keys.mirror(stage, project)) else None
-        )
+
+        async def forget(tx: ITransaction) -> None:
+            if await tx.get(keys.mirror(stage, project)):
+                tx.set(keys.mirror(stage, project), {})
+
+        await self.store.write(forget)
 
     # -- project lists ----------------------------------------------------------
 
@@ -376,5 +379,9 @@ class MirrorService:
         if names is not None:
             return names.names, not fresh
         prefix = keys.mirror_prefix(stage)
-        cached = await self.store.read(lambda tx: [k[len(prefix) :] for k, v in tx.items(prefix) if v])
+
+        async def cached_names(tx: ITransaction) -> list[str]:
+            return [k[len(prefix) :] for k, v in await tx.items(prefix) if v]
+
+        cached = await self.store.read(cached_names)
         return cached, not (self.offline or config.get("mirror_no_project_list"))

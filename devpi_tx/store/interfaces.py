@@ -5,7 +5,7 @@ Interfaces between the web layer and storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +40,21 @@ class ITransaction(Interface):
     """
     A consistent view of the key/value documents as of one serial; a write
     transaction also buffers changes that commit together as one serial.
+
+    Transaction functions are written once for every engine, as coroutines:
+    C{async def fn(tx)} awaits C{tx.get} and C{tx.items} (an engine over
+    the network answers later; SQLite at once, inside its thread); the
+    writes (C{set}, C{delete}, C{place_file}, C{remove_file}) are buffered
+    and take effect when the write commits.
     """
 
     serial = Attribute("The serial this transaction reads at (-1 when empty).")
 
-    def get(key: str) -> Any:
-        """The value stored under C{key}, or C{None}."""
+    def get(key: str) -> Awaitable[Any]:
+        """The value stored under C{key}, or C{None}; awaited."""
 
-    def items(prefix: str) -> list[tuple[str, Any]]:
-        """All C{(key, value)} pairs whose key starts with C{prefix}, sorted."""
+    def items(prefix: str) -> Awaitable[list[tuple[str, Any]]]:
+        """All C{(key, value)} pairs whose key starts with C{prefix}, sorted; awaited."""
 
     def set(key: str, value: Any) -> None:
         """Store a JSON-able C{value} (write transactions only)."""

@@ -12,15 +12,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from zope.interface import implementer
 
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.files import unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError, StorageFull
-from devpi_tx.store.sqlite_tx import SQLiteTransaction, dumps
+from devpi_tx.store.sqlite_tx import SQLiteTransaction, drive, dumps
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -194,20 +194,41 @@ class SQLiteStore:
 
                 Logger(namespace=__name__).failure("commit subscriber failed")
 
-    def read(self, fn: Callable[[ITransaction], T]) -> Deferred[T]:
+    # transaction functions are coroutines (or plain functions that only write)
+    @overload
+    def read(self, fn: Callable[[ITransaction], Awaitable[T]]) -> Deferred[T]: ...
+    @overload
+    def read(self, fn: Callable[[ITransaction], T]) -> Deferred[T]: ...
+    def read(self, fn: Callable[[ITransaction], Any]) -> Deferred[Any]:
         return self._read_runner(self._read_job(fn))
 
-    def read_now(self, fn: Callable[[ITransaction], T]) -> T:
+    @overload
+    def read_now(self, fn: Callable[[ITransaction], Awaitable[T]]) -> T: ...
+    @overload
+    def read_now(self, fn: Callable[[ITransaction], T]) -> T: ...
+    def read_now(self, fn: Callable[[ITransaction], Any]) -> Any:
         """L{read} in this thread, for the one-shot commands (no reactor, no Deferred)."""
         return self._read_job(fn)()
 
+    @overload
+    def write(
+        self, fn: Callable[[ITransaction], Awaitable[T]], prepare: Callable[[], None] | None = None
+    ) -> Deferred[tuple[T, int]]: ...
+    @overload
     def write(
         self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None
-    ) -> Deferred[tuple[T, int]]:
+    ) -> Deferred[tuple[T, int]]: ...
+    def write(
+        self, fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None
+    ) -> Deferred[tuple[Any, int]]:
         run, done = self._write_job(fn, prepare)
         return self._write_runner(run).addCallback(done)
 
-    def write_now(self, fn: Callable[[ITransaction], T]) -> tuple[T, int]:
+    @overload
+    def write_now(self, fn: Callable[[ITransaction], Awaitable[T]]) -> tuple[T, int]: ...
+    @overload
+    def write_now(self, fn: Callable[[ITransaction], T]) -> tuple[T, int]: ...
+    def write_now(self, fn: Callable[[ITransaction], Any]) -> tuple[Any, int]:
         """L{write} in this thread, for the one-shot commands (no reactor, no Deferred)."""
         run, done = self._write_job(fn)
         return done(run())
@@ -218,7 +239,7 @@ class SQLiteStore:
             conn.execute("BEGIN")
             try:
                 tx = SQLiteTransaction(conn, self._max_serial(conn), writable=False)
-                return fn(tx)
+                return drive(fn(tx))  # type: ignore[no-any-return]
             finally:
                 conn.execute("ROLLBACK")
 
@@ -237,7 +258,7 @@ class SQLiteStore:
             tx = SQLiteTransaction(conn, self._max_serial(conn), writable=True)
             missed: list[ChangelogEntry] = []
             try:
-                result = fn(tx)
+                result = drive(fn(tx))
                 serial = tx.serial
                 changes = {k: v for k, v in tx.changes.items() if v != tx._stored(k)}
                 if not changes:
@@ -415,7 +436,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def init_database(path: str, initial: Callable[[ITransaction], None]) -> None:
+def init_database(path: str, initial: Callable[[ITransaction], Any]) -> None:
     """
     Create the database at C{path} and commit serial 0 written by C{initial}.
     """
@@ -427,7 +448,7 @@ def init_database(path: str, initial: Callable[[ITransaction], None]) -> None:
             conn.execute("ROLLBACK")
             return
         tx = SQLiteTransaction(conn, -1, writable=True)
-        initial(tx)
+        drive(initial(tx))
         for key, value in tx.changes.items():
             conn.execute("INSERT INTO kv (key, value, serial) VALUES (?, ?, 0)", (key, dumps(value)))
         conn.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Coroutine
 from typing import Any
 
 from zope.interface import implementer
@@ -25,8 +26,32 @@ def _prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def drive(value: Any) -> Any:
+    """
+    The result of a transaction function: C{value}, or what the coroutine
+    C{value} returns.  Here every C{await} of a transaction's read completes
+    at once (the read is done by the time it is awaited), so the coroutine
+    runs to its end within one step, in this thread, with no reactor turn.
+
+    @raise RuntimeError: the coroutine waited on something else.
+    """
+    if not isinstance(value, Coroutine):
+        return value
+    try:
+        value.send(None)
+    except StopIteration as stop:
+        return stop.value
+    value.close()
+    raise RuntimeError("a transaction function waited on something other than its transaction")
+
+
 @implementer(ITransaction)
 class SQLiteTransaction:
+    """
+    Reads are coroutines, as on every engine (a network database answers
+    later); here they are answered at once, see L{drive}.
+    """
+
     def __init__(self, conn: sqlite3.Connection, serial: int, writable: bool) -> None:
         self._conn = conn
         self.serial = serial
@@ -35,7 +60,7 @@ class SQLiteTransaction:
         self.placed: list[tuple[str, str]] = []
         self.removed: list[str] = []
 
-    def get(self, key: str) -> Any:
+    async def get(self, key: str) -> Any:
         if key in self.changes:
             return self.changes[key]
         return self._stored(key)
@@ -50,7 +75,7 @@ class SQLiteTransaction:
             return
         self.changes[key] = value
 
-    def items(self, prefix: str) -> list[tuple[str, Any]]:
+    async def items(self, prefix: str) -> list[tuple[str, Any]]:
         rows = self._conn.execute(
             "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
             (prefix, _prefix_end(prefix)),

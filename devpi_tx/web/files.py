@@ -24,6 +24,7 @@ from devpi_tx.mirror.upstream import UpstreamError, with_credentials
 from devpi_tx.model.errors import DomainError, NotFound, TooLarge, UpstreamFailed
 from devpi_tx.model.names import project_of
 from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, parse_json
 from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span
@@ -246,7 +247,11 @@ class FileRoutes(Base):
             force = has_arg(request, b"force")
             await self._write(request, lambda tx: releases.delete_file(tx, relpath, force, identity, self._policy))
             return self._reply(request, message=f"package {relpath!r} deleted")
-        config, entry = await self._store.read(lambda tx: (get_ixconfig(tx, stage), tx.get(keys.file(relpath))))
+
+        async def config_and_entry(tx: ITransaction) -> tuple[dict[str, Any], dict[str, Any] | None]:
+            return await get_ixconfig(tx, stage), await tx.get(keys.file(relpath))
+
+        config, entry = await self._store.read(config_and_entry)
         if entry is None and relpath.endswith(METADATA):
             return await self._metadata(request, config, relpath)
         if entry is None and config.get("type") == "mirror" and self._mirror is not None:

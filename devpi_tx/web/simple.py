@@ -18,6 +18,7 @@ from devpi_tx.domain import queries, releases
 from devpi_tx.mirror.pages import MirrorPage
 from devpi_tx.model.errors import DomainError, Invalid, NotFound
 from devpi_tx.model.names import normalize_name
+from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, json_body
 from devpi_tx.web.errors import UnsupportedMediaType
@@ -128,7 +129,10 @@ class SimpleRoutes(Base):
 
     async def _project_list(self, request: IRequest, stage: str) -> bytes:
         async def build(want_json: bool) -> Rendered:
-            serial, per_stage = await self._store.read(lambda tx: (tx.serial, queries.project_names(tx, stage)))
+            async def serial_and_names(tx: ITransaction) -> tuple[int, Any]:
+                return tx.serial, await queries.project_names(tx, stage)
+
+            serial, per_stage = await self._store.read(serial_and_names)
             lists: list[tuple[str, Iterable[str]]] = []
             stale = False
             expires = None
