@@ -19,18 +19,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.events.hooks import (
     DOCS_MARKER,
-    SEARCH_DB,
     DescriptionHook,
     DocsHook,
     SearchHook,
     extract_zip,
-    match_expression,
-    open_search,
     render_description,
-    search,
 )
 from devpi_tx.events.processor import Hook
 from devpi_tx.model.errors import NotFound
+from devpi_tx.store.search_sqlite import SEARCH_DB, SQLiteSearchIndex, match_expression, open_search, search
 from devpi_tx.web.docs import DocRoutes, doc_versions, locate_doc
 from tests.helpers import APIHarness, files_below, make_sdist
 
@@ -423,7 +420,7 @@ class SearchTests(_HookCase):
     def setUp(self) -> None:
         super().setUp()
         os.makedirs(self.serverdir, exist_ok=True)
-        self.hook = SearchHook(self.serverdir)
+        self.hook = SearchHook(SQLiteSearchIndex(self.serverdir))
 
     def add(self, stage: str, name: str, version: str, serial: int = 1, **metadata: Any) -> None:
         project = name.lower().replace("_", "-")
@@ -630,7 +627,7 @@ class DocRoutesTests(SynchronousTestCase):
         self.hooks: list[Hook] = [
             DocsHook(self.h.serverdir.path, self.h.serverdir.files),
             DescriptionHook(self.h.serverdir.path),
-            SearchHook(self.h.serverdir.path),
+            SearchHook(SQLiteSearchIndex(self.h.serverdir.path)),
         ]
         self.processed = -1
 

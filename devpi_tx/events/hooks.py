@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import stat
 import tempfile
 import uuid
@@ -24,6 +23,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from devpi_tx.store.interfaces import ISearchIndex, SearchEntry
+
 DOCS = "+docs"
 # unpacking happens here, beside DOCS on the same file system, so that a
 # finished tree can be renamed into place; no user name can collide with it
@@ -31,7 +32,6 @@ DOCS_TEMP = "+docs.tmp"
 # records which doczip a version's tree came from; never served
 DOCS_MARKER = ".devpi-doczip"
 RENDERED = "+rendered"
-SEARCH_DB = "search.sqlite"
 MAX_UNPACKED = 1 << 31
 
 
@@ -353,147 +353,44 @@ class DescriptionHook:
 
 # -- search -----------------------------------------------------------------
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,
-    stage TEXT NOT NULL,
-    project TEXT NOT NULL,
-    version TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    UNIQUE (stage, project, version)
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS entries_text USING fts5(
-    name, summary, description, keywords,
-    tokenize = 'unicode61 remove_diacritics 2',
-    prefix = '2 3'
-);
-"""
-# bm25 weights of name, summary, description, keywords
-_RANK = "bm25(entries_text, 10.0, 4.0, 1.0, 3.0)"
-
-
-def open_search(serverdir: str) -> sqlite3.Connection:
-    """
-    The search database, created if missing.  WAL and a busy timeout let
-    the event processor write while other processes read.
-    """
-    conn = sqlite3.connect(
-        os.path.join(serverdir, SEARCH_DB), timeout=30, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("PRAGMA busy_timeout=30000")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("PRAGMA user_version=1")
-            conn.execute("COMMIT")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def match_expression(query: str) -> str:
-    """
-    An FTS5 query for the words of C{query}: each word a quoted phrase
-    matched as a prefix, all required.  Words without a letter or digit
-    are left out; C{""} when nothing is left.
-    """
-    words = [word for word in query.split() if any(c.isalnum() for c in word)]
-    return " ".join('"' + word.replace('"', '""') + '"*' for word in words)
-
-
-def search(serverdir: str, query: str, limit: int = 50) -> list[dict[str, str]]:
-    """Private versions matching C{query}, best first."""
-    expression = match_expression(query)
-    if not expression or limit <= 0:
-        return []
-    conn = open_search(serverdir)
-    try:
-        rows = conn.execute(
-            "SELECT e.stage, e.project, e.version, e.summary FROM entries_text "
-            "JOIN entries AS e ON e.id = entries_text.rowid "
-            f"WHERE entries_text MATCH ? ORDER BY {_RANK}, e.stage, e.project, e.id DESC LIMIT ?",
-            (expression, limit),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [{"stage": s, "project": p, "version": v, "summary": summary} for s, p, v, summary in rows]
-
 
 class SearchHook:
     """
-    Keeps C{<serverdir>/search.sqlite}: one row per private version with
-    its name, summary, description and keywords.
+    Keeps the search index (L{ISearchIndex}, the storage engine's): one
+    entry per private version with its name, summary, description and
+    keywords.
     """
 
     name = "search"
 
-    def __init__(self, serverdir: str) -> None:
-        self._serverdir = serverdir
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self, index: ISearchIndex) -> None:
+        self._index = index
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._index.close()
 
     def __call__(self, serial: int, changes: dict[str, Any]) -> None:
         versions = list(version_changes(changes))
         stages = deleted_stages(changes)
         if not versions and not stages:
             return
-        # one connection for all serials: opening and closing a WAL database
-        # per serial cost a checkpoint and its fsyncs every time
-        if self._conn is None:
-            self._conn = open_search(self._serverdir)
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for change in versions:
-                    self._update(conn, change)
-                for user, index in stages:
-                    stage = f"{user}/{index}"
-                    conn.execute(
-                        "DELETE FROM entries_text WHERE rowid IN (SELECT id FROM entries WHERE stage = ?)", (stage,)
-                    )
-                    conn.execute("DELETE FROM entries WHERE stage = ?", (stage,))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            self.close()  # the next serial starts on a fresh connection
-            raise
-
-    def _update(self, conn: sqlite3.Connection, change: VersionChange) -> None:
-        where = (change.stage, change.project, change.version)
-        row = conn.execute("SELECT id FROM entries WHERE stage = ? AND project = ? AND version = ?", where).fetchone()
-        if row is not None:
-            conn.execute("DELETE FROM entries_text WHERE rowid = ?", (row[0],))
-        record = change.record
-        if record is None:
-            if row is not None:
-                conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
-            return
-        summary = text(record.get("summary"))
-        if row is None:
-            rowid = conn.execute(
-                "INSERT INTO entries (stage, project, version, summary) VALUES (?, ?, ?, ?)", (*where, summary)
-            ).lastrowid
-        else:
-            rowid = row[0]
-            conn.execute("UPDATE entries SET summary = ? WHERE id = ?", (summary, rowid))
-        name = text(record.get("name")) or change.project
-        if name != change.project:
-            name = f"{name} {change.project}"
-        conn.execute(
-            "INSERT INTO entries_text (rowid, name, summary, description, keywords) VALUES (?, ?, ?, ?, ?)",
-            (rowid, name, summary, text(record.get("description")), text(record.get("keywords"))),
-        )
+        entries: list[SearchEntry] = []
+        removed: list[tuple[str, str, str]] = []
+        for change in versions:
+            record = change.record
+            if record is None:
+                removed.append((change.stage, change.project, change.version))
+                continue
+            name = text(record.get("name")) or change.project
+            entries.append(
+                SearchEntry(
+                    stage=change.stage,
+                    project=change.project,
+                    version=change.version,
+                    name=name if name == change.project else f"{name} {change.project}",
+                    summary=text(record.get("summary")),
+                    description=text(record.get("description")),
+                    keywords=text(record.get("keywords")),
+                )
+            )
+        self._index.apply(entries, removed, [f"{user}/{index}" for user, index in stages])

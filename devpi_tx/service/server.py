@@ -32,9 +32,9 @@ from devpi_tx.service.options import Options, worker_options
 from devpi_tx.service.serverdir import ServerDir
 from devpi_tx.service.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
 from devpi_tx.store.beacon import SerialBeacon
+from devpi_tx.store.factory import open_search_index, open_store
 from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files
-from devpi_tx.store.interfaces import IStore
-from devpi_tx.store.sqlite import SQLiteStore
+from devpi_tx.store.interfaces import ISearchIndex, IStore
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.metrics import Metrics
 from devpi_tx.web.pagecache import page_groups
@@ -83,8 +83,15 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         return deferToThreadPool(reactor, work_pool, fn, *args)
 
     beacon = SerialBeacon(os.path.join(serverdir.path, SERIAL_BEACON))
-    store = SQLiteStore(
-        serverdir.database, serverdir.files, runner(read_pool), runner(write_pool), beacon, groups_of=page_groups
+    engine = options["storage"].split(":", 1)[0]
+    store = open_store(
+        engine,
+        serverdir.database,
+        serverdir.files,
+        runner(read_pool),
+        runner(write_pool),
+        beacon,
+        groups_of=page_groups,
     )
     StoreService(store).setServiceParent(top)
     node_uuid = serverdir.nodeinfo()["uuid"]
@@ -114,11 +121,25 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
     mirror_files = MirrorFiles(store, upstream, serverdir.files, reactor, run_in_thread=run_in_thread)
     events = None
     if not worker and not options["requests-only"]:
-        events = EventProcessor(store, serverdir.path, make_hooks(serverdir), reactor, run_in_thread)
+        events = EventProcessor(
+            store,
+            serverdir.path,
+            make_hooks(serverdir, open_search_index(engine, serverdir.path)),
+            reactor,
+            run_in_thread,
+        )
         events.setServiceParent(top)
     metrics = Metrics()
     api = IndexAPI(
-        config, store, run_in_thread, mirror, mirror_files, clock=reactor.seconds, events=events, metrics=metrics
+        config,
+        store,
+        run_in_thread,
+        mirror,
+        mirror_files,
+        clock=reactor.seconds,
+        events=events,
+        metrics=metrics,
+        search=open_search_index(engine, serverdir.path),
     )
     site = DevpiSite(
         DevpiResource(api, store, node_uuid),
@@ -244,6 +265,6 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
-def make_hooks(serverdir: ServerDir) -> list[Hook]:
+def make_hooks(serverdir: ServerDir, search_index: ISearchIndex) -> list[Hook]:
     """The event hooks of the main instance: docs, rendered descriptions, search."""
-    return [DocsHook(serverdir.path, serverdir.files), DescriptionHook(serverdir.path), SearchHook(serverdir.path)]
+    return [DocsHook(serverdir.path, serverdir.files), DescriptionHook(serverdir.path), SearchHook(search_index)]

@@ -124,3 +124,32 @@ class IStore(Interface):
 
     def close() -> None:
         """Release connections."""
+
+
+@dataclass(frozen=True)
+class SearchEntry:
+    """What the search index keeps of one private version."""
+
+    stage: str
+    project: str
+    version: str
+    name: str
+    summary: str
+    description: str
+    keywords: str
+
+
+class ISearchIndex(Interface):
+    """
+    Full-text search over private versions, kept by the search hook from
+    the commit feed; each storage engine has its own.
+    """
+
+    def apply(entries: list[SearchEntry], removed: list[tuple[str, str, str]], dropped_stages: list[str]) -> None:
+        """Put C{entries}, remove C{(stage, project, version)}s and every entry of C{dropped_stages}, at once."""
+
+    def search(query: str, limit: int = 50) -> list[dict[str, str]]:
+        """Versions matching every word of C{query} (as prefixes), best first: C{stage, project, version, summary}."""
+
+    def close() -> None:
+        """Release connections."""

@@ -23,7 +23,8 @@ from devpi_tx.mirror.download import MirrorFiles
 from devpi_tx.mirror.pages import MirrorService
 from devpi_tx.model.errors import Invalid, TooLarge
 from devpi_tx.model.policy import Policy
-from devpi_tx.store.interfaces import IStore
+from devpi_tx.store.factory import open_search_index
+from devpi_tx.store.interfaces import ISearchIndex, IStore
 from devpi_tx.web import render
 from devpi_tx.web.identity import Authenticator
 from devpi_tx.web.metrics import Metrics
@@ -121,8 +122,11 @@ class Base:
         clock: Callable[[], float] = time.time,
         events: Any = None,
         metrics: Metrics | None = None,
+        search: ISearchIndex | None = None,
     ) -> None:
+        """C{search}: the storage engine's search index; SQLite's in C{config.serverdir} when not given."""
         self._config = config
+        self._search = search if search is not None else open_search_index("sqlite", config.serverdir)
         self._store = store
         self._policy = config.policy
         self._run = run_in_thread

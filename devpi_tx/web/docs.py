@@ -116,5 +116,5 @@ class DocRoutes(Base):
     async def search_projects(self, request: IRequest) -> bytes:
         args: dict[bytes, list[bytes]] = request.args or {}
         query = (args.get(b"q") or [b""])[0].decode("utf-8", "replace")
-        results = await self._run(hooks.search, self._config.serverdir, query)
+        results = await self._run(self._search.search, query)
         return self._reply(request, "list:searchresult", results)

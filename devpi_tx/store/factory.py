@@ -1,0 +1,43 @@
+# -*- test-case-name: tests.test_store,tests.test_hooks -*-
+"""
+The storage of a server, built from its options: the one place that picks
+an engine (today SQLite, the embedded default), so that nothing outside
+C{store/} imports one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from devpi_tx.store.beacon import SerialBeacon
+from devpi_tx.store.interfaces import ISearchIndex, IStore, StorageError
+from devpi_tx.store.search_sqlite import SQLiteSearchIndex
+from devpi_tx.store.sqlite import Runner, SQLiteStore
+
+ENGINES = ("sqlite",)
+
+
+def _check(engine: str) -> None:
+    if engine not in ENGINES:
+        raise StorageError(f"unknown storage backend {engine!r} (available: {', '.join(ENGINES)})")
+
+
+def open_store(
+    engine: str,
+    database: str,
+    files: str,
+    read_runner: Runner,
+    write_runner: Runner,
+    beacon: SerialBeacon | None = None,
+    groups_of: Callable[[dict[str, Any]], Iterable[str] | None] | None = None,
+) -> IStore:
+    """The document store of C{engine}; C{read_runner} and C{write_runner} run its work off the reactor."""
+    _check(engine)
+    return SQLiteStore(database, files, read_runner, write_runner, beacon, groups_of=groups_of)
+
+
+def open_search_index(engine: str, serverdir: str) -> ISearchIndex:
+    """The search index of C{engine}."""
+    _check(engine)
+    return SQLiteSearchIndex(serverdir)
