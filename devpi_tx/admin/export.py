@@ -27,8 +27,8 @@ from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain import keys
 from devpi_tx.model.names import normalize_name, split_filename
 from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.factory import open_store_now
 from devpi_tx.store.interfaces import ITransaction, StorageError
-from devpi_tx.store.sqlite import SQLiteStore
 
 DUMPVERSION = "2"
 DATAINDEX = "dataindex.json"
@@ -150,7 +150,7 @@ def export_dump(
     if os.path.exists(dumpdir) and (not os.path.isdir(dumpdir) or os.listdir(dumpdir)):
         raise DumpError(f"export directory {dumpdir} must not exist or be empty")
     try:
-        store = SQLiteStore(sdir.database, sdir.files)
+        store = open_store_now(sdir.database, sdir.files)
     except StorageError as e:
         raise DumpError(str(e)) from None
     try:

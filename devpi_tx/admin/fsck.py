@@ -20,9 +20,9 @@ from typing import Any
 
 from devpi_tx.domain import keys
 from devpi_tx.service.serverdir import ServerDir
+from devpi_tx.store.factory import open_store_now
 from devpi_tx.store.files import CHUNK, wheel_metadata
 from devpi_tx.store.interfaces import ITransaction, StorageError
-from devpi_tx.store.sqlite import SQLiteStore
 
 FATAL = "fatal: There have been errors during consistency check."
 
@@ -199,7 +199,7 @@ def fsck(serverdir: str, *, checksum: bool = True, refetch_mirror: bool = False)
     report = FsckReport()
     report.add("INFO", f"serverdir: {sdir.path}")
     report.add("INFO", f"uuid: {sdir.nodeinfo()['uuid']}")
-    store = SQLiteStore(sdir.database, sdir.files)
+    store = open_store_now(sdir.database, sdir.files)
     try:
         broken: list[str] | None = [] if refetch_mirror else None
         store.read_now(lambda tx: _check(tx, sdir.files, checksum, report, broken))

@@ -27,9 +27,9 @@ from devpi_tx.admin.export import (
 from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain import keys
 from devpi_tx.service.serverdir import DATABASE, FILES, NODEINFO, ServerDir
+from devpi_tx.store.factory import open_store_now
 from devpi_tx.store.files import wheel_metadata
 from devpi_tx.store.interfaces import ITransaction
-from devpi_tx.store.sqlite import SQLiteStore
 
 
 def import_dump(
@@ -115,7 +115,7 @@ class _Writer:
             if root_passwd is None and initial_hash is None and isinstance(dump_root.get("pwhash"), str):
                 initial_hash = dump_root["pwhash"]
             sdir.initialise(root_password=root_passwd or "", root_pwhash=initial_hash, root_pypi=root_pypi)
-            store = SQLiteStore(sdir.database, sdir.files)
+            store = open_store_now(sdir.database, sdir.files)
             keep_password = root_passwd is not None or root_passwd_hash is not None
             store.write_now(lambda tx: self._users(tx, keep_password))
             store.write_now(self._indexes)

@@ -15,9 +15,9 @@ from devpi_tx.domain import keys
 from devpi_tx.domain.auth import hash_password
 from devpi_tx.domain.users import now_iso
 from devpi_tx.model.ixconfig import root_pypi_config
+from devpi_tx.store.factory import create_database, upgrade_database
 from devpi_tx.store.files import remove_stale_temp_files
 from devpi_tx.store.interfaces import ITransaction
-from devpi_tx.store.sqlite import init_database, migrate
 
 NODEINFO = ".nodeinfo"
 DATABASE = "devpi_tx.sqlite"
@@ -79,7 +79,7 @@ class ServerDir:
             if root_pypi:
                 tx.set(keys.index("root/pypi"), root_pypi_config())
 
-        init_database(self.database, initial)
+        create_database(self.database, initial)
         if not os.path.exists(self.nodeinfo_path):
             fd = os.open(self.nodeinfo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -90,7 +90,7 @@ class ServerDir:
         Bring the schema up to date before the store opens the database, and
         drop temporary files a crash left (their metadata never committed).
         """
-        migrate(self.database)
+        upgrade_database(self.database)
         remove_stale_temp_files(self.files)
         locks = os.path.join(self.files, ".locks")
         if os.path.isdir(locks):  # download locks: no process of the tree runs yet

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from devpi_tx.store.beacon import SerialBeacon
-from devpi_tx.store.interfaces import ISearchIndex, IStore, StorageError
+from devpi_tx.store.interfaces import ISearchIndex, IStore, ITransaction, StorageError
 from devpi_tx.store.search_sqlite import SQLiteSearchIndex
-from devpi_tx.store.sqlite import Runner, SQLiteStore
+from devpi_tx.store.sqlite import Runner, SQLiteStore, init_database, migrate
 
 ENGINES = ("sqlite",)
 
@@ -41,3 +41,24 @@ def open_search_index(engine: str, serverdir: str) -> ISearchIndex:
     """The search index of C{engine}."""
     _check(engine)
     return SQLiteSearchIndex(serverdir)
+
+
+def open_store_now(database: str, files: str, engine: str = "sqlite") -> SQLiteStore:
+    """
+    A store for the one-shot commands (export, import, fsck), used in this
+    thread with C{read_now} and C{write_now}, without a reactor.
+    """
+    _check(engine)
+    return SQLiteStore(database, files)
+
+
+def create_database(database: str, initial: Callable[[ITransaction], Any], engine: str = "sqlite") -> None:
+    """Create the database with serial 0 written by C{initial}."""
+    _check(engine)
+    init_database(database, initial)
+
+
+def upgrade_database(database: str, engine: str = "sqlite") -> int:
+    """Bring the schema of the database up to date; its schema version."""
+    _check(engine)
+    return migrate(database)
