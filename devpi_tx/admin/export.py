@@ -178,7 +178,7 @@ class _Exporter:
             self.stats.warnings.append(message)
 
     async def run(self, tx: ITransaction) -> ExportStats:
-        indexes = [(k[len("i/") :], c) for k, c in await tx.items("i/")]
+        indexes = [(keys.name_in(k, keys.INDEXES), c) for k, c in await tx.items(keys.INDEXES)]
         for cycle in order_indexes({stage: c.get("bases", []) for stage, c in indexes})[1]:
             self.stats.warnings.append(f"bases cycle {' -> '.join(cycle)}: devpi-server cannot import it")
         total_files = total_bytes = 0
@@ -187,7 +187,10 @@ class _Exporter:
                 total_files += len(files)
                 total_bytes += sum(size for _, _, size in files)
         self._meter = _Meter(self._progress, "export", total_files, total_bytes)
-        users = {k[len("u/") :]: {"username": k[len("u/") :], **v} for k, v in await tx.items("u/")}
+        users = {
+            keys.name_in(k, keys.USERS): {"username": keys.name_in(k, keys.USERS), **v}
+            for k, v in await tx.items(keys.USERS)
+        }
         self.stats.users = len(users)
         partial = os.path.join(self._dumpdir, DATAINDEX + ".partial")
         try:
@@ -296,7 +299,7 @@ class _Exporter:
     ) -> AsyncIterator[tuple[str, dict[str, Any], list[_FileTask]]]:
         grouped: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for key, entry in await tx.items(keys.file_prefix(stage)):
-            relpath = key[len("f/") :]
+            relpath = keys.name_in(key, keys.FILES)
             if not entry.get("last_modified"):
                 continue
             if not entry.get("project") or not (entry.get("version") or version_of(relpath)):

@@ -115,10 +115,10 @@ async def _check(
     report.add("INFO", f"Checking at serial {tx.serial}")
     kinds: dict[str, str | None] = {}
     missing = mirror_missing = 0
-    for key, entry in await tx.items("f/"):
+    for key, entry in await tx.items(keys.FILES):
         if not isinstance(entry, dict) or not entry.get("last_modified"):
             continue
-        relpath = key[len("f/") :]
+        relpath = keys.name_in(key, keys.FILES)
         stage = "/".join(relpath.split("/", 2)[:2])
         if stage not in kinds:
             config = await tx.get(keys.index(stage))

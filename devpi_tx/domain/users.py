@@ -52,7 +52,8 @@ async def user_view(tx: ITransaction, name: str) -> dict[str, Any]:
 
 
 async def list_users(tx: ITransaction) -> dict[str, Any]:
-    return {k[len("u/") :]: await user_view(tx, k[len("u/") :]) for k, _ in await tx.items("u/")}
+    names = [keys.name_in(k, keys.USERS) for k, _ in await tx.items(keys.USERS)]
+    return {name: await user_view(tx, name) for name in names}
 
 
 def _refuse_unknown_user_keys(body: dict[str, Any]) -> None:

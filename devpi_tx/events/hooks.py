@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from devpi_tx.domain import keys
 from devpi_tx.store.interfaces import ISearchIndex, SearchEntry
 
 DOCS = "+docs"
@@ -67,18 +68,25 @@ class VersionChange:
 def version_changes(changes: Mapping[str, Any]) -> Iterator[VersionChange]:
     """The version records among C{changes}; keys unsafe as paths are skipped."""
     for key, value in changes.items():
-        parts = key.split("/")
-        if len(parts) != 5 or parts[0] != "v" or not all(map(safe_segment, parts[1:])):
+        parsed = keys.parse(key)
+        if parsed is None or parsed.kind != "version":
+            continue
+        parts = (parsed.user, parsed.index, parsed.project, parsed.version)
+        if not all(map(safe_segment, parts)):
             continue
         if value is not None and not isinstance(value, Mapping):
             continue
-        yield VersionChange(parts[1], parts[2], parts[3], parts[4], value)
+        yield VersionChange(*parts, value)
 
 
 def deleted_stages(changes: Mapping[str, Any]) -> list[tuple[str, str]]:
     """C{(user, index)} of every index whose configuration was deleted."""
-    deleted = (key.split("/") for key, value in changes.items() if value is None)
-    return [(p[1], p[2]) for p in deleted if len(p) == 3 and p[0] == "i" and all(map(safe_segment, p[1:]))]
+    deleted = [keys.parse(key) for key, value in changes.items() if value is None]
+    return [
+        (k.user, k.index)
+        for k in deleted
+        if k is not None and k.kind == "index" and safe_segment(k.user) and safe_segment(k.index)
+    ]
 
 
 def _remove_tree(path: str) -> None:

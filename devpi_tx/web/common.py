@@ -17,7 +17,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from devpi_tx.domain import users
+from devpi_tx.domain import keys, users
 from devpi_tx.domain.auth import TokenSigner
 from devpi_tx.mirror.download import MirrorFiles
 from devpi_tx.mirror.pages import MirrorService
@@ -144,8 +144,8 @@ class Base:
 
     def _ixconfig_changed(self, serial: int, changes: dict[str, Any]) -> None:
         for key in changes:
-            if key[:2] == "i/":
-                self._ixconfigs.pop(key[2:], None)
+            if key.startswith(keys.INDEXES):
+                self._ixconfigs.pop(keys.name_in(key, keys.INDEXES), None)
                 self._ixconfig_changes += 1
 
     async def _ixconfig(self, stage: str) -> dict[str, Any]:

@@ -158,13 +158,13 @@ class FileRoutes(Base):
         self.metadata_cache = WheelMetadataCache(self._run)
 
     def _file_changed(self, serial: int, changes: dict[str, Any]) -> None:
-        if any(key[:2] == "i/" for key in changes):
+        if any(key.startswith(keys.INDEXES) for key in changes):
             self._known_files.clear()
             return
         for key, value in changes.items():
-            if key[:2] != "f/":
+            if not key.startswith(keys.FILES):
                 continue
-            relpath = key[2:]
+            relpath = keys.name_in(key, keys.FILES)
             if isinstance(value, dict) and value.get("last_modified"):
                 # committed after its file was put in place: servable at once
                 self._remember_file(relpath, os.path.join(self._config.files_dir, relpath), value)

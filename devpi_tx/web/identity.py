@@ -38,8 +38,8 @@ class Authenticator:
 
     def _changed(self, serial: int, changes: dict[str, Any]) -> None:
         for key in changes:
-            if key.startswith("u/"):
-                self._users.pop(key[2:], None)
+            if key.startswith(keys.USERS):
+                self._users.pop(keys.name_in(key, keys.USERS), None)
 
     async def user_record(self, name: str) -> dict[str, Any] | None:
         if name not in self._users:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from devpi_tx.domain import keys
 from devpi_tx.store.interfaces import IStore
 
 LIST = ""  # the group of root project lists
@@ -27,14 +28,14 @@ def page_groups(changes: dict[str, Any]) -> set[str] | None:
     """
     projects: set[str] = set()
     for key in changes:
-        kind = key[:2]
-        if kind == "i/":
+        parsed = keys.parse(key)
+        if parsed is None:
+            continue
+        if parsed.kind == "index":
             return None
-        if kind in ("p/", "v/", "m/"):
-            parts = key.split("/")
-            if len(parts) >= 4:
-                projects.add(parts[3])
-            if kind == "p/":
+        if parsed.kind in ("project", "version", "mirror"):
+            projects.add(parsed.project)
+            if parsed.kind == "project":
                 projects.add(LIST)
     return projects
 
