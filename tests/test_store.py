@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError
+from devpi_tx.store.memory import MemoryStore
 from devpi_tx.store.sqlite import (
     SCHEMA_VERSION,
     SQLiteStore,
@@ -575,6 +576,14 @@ class StoreContract(_Base):
         self.assertEqual(await page(2, 1), [3])
         entries = await store.changelog(3, 1)
         self.assertEqual(entries[0].changes, {"k/4": 4})
+
+
+class MemoryStoreTests(StoreContract, TestCase):
+    """L{MemoryStore} passes the store contract too."""
+
+    def make_store(self) -> MemoryStore:
+        self.files_dir = os.path.abspath(self.mktemp())
+        return MemoryStore(self.files_dir, initial)
 
 
 class SQLiteStoreTests(StoreContract, TestCase):
