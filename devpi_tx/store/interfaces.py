@@ -72,30 +72,22 @@ class ITransaction(Interface):
         """Delete C{relpath} from the file store once the commit succeeded."""
 
 
-class IStore(Interface):
+class ICommitFeed(Interface):
     """
-    Document storage with one serial per committed write and a changelog.
+    The serials of committed writes, in order, with what each changed: what
+    page caches, workers, event hooks, export and replicas follow.
     """
-
-    def read(fn: Callable[[ITransaction], Any]) -> Deferred[Any]:
-        """Run C{fn} in a read transaction; a Deferred of its result."""
-
-    def write(
-        fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None
-    ) -> Deferred[tuple[Any, int]]:
-        """
-        Run C{fn} in a write transaction and commit; a Deferred of
-        C{(result, serial)} where C{serial} is the new serial, or the current
-        one when C{fn} changed nothing.  C{prepare}, if given, runs first in
-        the same worker thread, before the transaction begins (no lock held):
-        work a write needs done first, without another hand-off between
-        threads; if it raises, the write fails and the database is untouched.
-        """
 
     last_commit_time = Attribute("When this process last saw a commit (seconds since the epoch).")
 
     def current_serial() -> int:
         """The newest serial this process knows of."""
+
+    def changelog(since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
+        """A Deferred of up to C{limit} L{ChangelogEntry} with serial > C{since}, in order."""
+
+    def subscribe(callback: Callable[[int, dict[str, Any]], None]) -> None:
+        """Call C{callback(serial, changes)} after every commit seen by this process, in serial order."""
 
     def behind() -> bool:
         """Whether another process has committed a serial this process has not seen yet."""
@@ -113,14 +105,30 @@ class IStore(Interface):
         seen (and told its subscribers of) every commit of the others.
         """
 
+
+class IStore(ICommitFeed):
+    """
+    Document storage with one serial per committed write, its commit feed,
+    and the file store the writes place files in.
+    """
+
+    def read(fn: Callable[[ITransaction], Any]) -> Deferred[Any]:
+        """Run C{fn} (a coroutine function, see L{ITransaction}) in a read transaction; a Deferred of its result."""
+
+    def write(
+        fn: Callable[[ITransaction], Any], prepare: Callable[[], None] | None = None
+    ) -> Deferred[tuple[Any, int]]:
+        """
+        Run C{fn} in a write transaction and commit; a Deferred of
+        C{(result, serial)} where C{serial} is the new serial, or the current
+        one when C{fn} changed nothing.  C{prepare}, if given, runs first in
+        the same worker thread, before the transaction begins (no lock held):
+        work a write needs done first, without another hand-off between
+        threads; if it raises, the write fails and the database is untouched.
+        """
+
     def file_path(relpath: str) -> str:
         """Where the file store keeps C{relpath} on this host."""
-
-    def changelog(since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
-        """A Deferred of up to C{limit} L{ChangelogEntry} with serial > C{since}."""
-
-    def subscribe(callback: Callable[[int, dict[str, Any]], None]) -> None:
-        """Call C{callback(serial, changes)} after every commit seen by this process."""
 
     def close() -> None:
         """Release connections."""
