@@ -212,17 +212,21 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         result = await self._store.read(users.list_users)
         return self._reply(request, "list:userconfig", result)
 
-    @app.route("/<user>", methods=["GET", "PUT", "PATCH", "DELETE"])
-    @app.route("/<user>/", methods=["GET", "PUT", "PATCH", "DELETE"])
-    async def user(self, request: IRequest, user: str) -> bytes:
-        method = request.method
-        if method == b"GET":
-            view = await self._store.read(lambda tx: users.user_view(tx, user))
-            return self._reply(request, "userconfig", view)
+    @app.route("/<user>", methods=["GET"])
+    @app.route("/<user>/", methods=["GET"])
+    async def user_get(self, request: IRequest, user: str) -> bytes:
+        view = await self._store.read(lambda tx: users.user_view(tx, user))
+        return self._reply(request, "userconfig", view)
+
+    @app.route("/<user>", methods=["DELETE"])
+    @app.route("/<user>/", methods=["DELETE"])
+    async def user_delete(self, request: IRequest, user: str) -> bytes:
         identity = await self._auth.identify(request)
-        if method == b"DELETE":
-            await self._write(request, lambda tx: users.delete_user(tx, user, identity, self._policy))
-            return self._reply(request, message=f"user {user!r} deleted")
+        await self._write(request, lambda tx: users.delete_user(tx, user, identity, self._policy))
+        return self._reply(request, message=f"user {user!r} deleted")
+
+    async def _user_body(self, request: IRequest) -> tuple[dict[str, Any], str | None]:
+        """The JSON object of a user PUT or PATCH, and the hash of its password if it has one."""
         body = json_body(request)
         if not isinstance(body, dict):
             raise Invalid("user config must be a JSON object")
@@ -230,12 +234,21 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         if password is not None and not isinstance(password, str):
             raise Invalid("password must be a string")
         pwhash = await self._run(hash_password, password) if password is not None else None
-        if method == b"PUT":
-            view = await self._write(
-                request,
-                lambda tx: users.create_user(tx, user, body, pwhash, identity, self._policy),
-            )
-            return self._reply(request, "userconfig", view, status=201)
+        return body, pwhash
+
+    @app.route("/<user>", methods=["PUT"])
+    @app.route("/<user>/", methods=["PUT"])
+    async def user_put(self, request: IRequest, user: str) -> bytes:
+        identity = await self._auth.identify(request)
+        body, pwhash = await self._user_body(request)
+        view = await self._write(request, lambda tx: users.create_user(tx, user, body, pwhash, identity, self._policy))
+        return self._reply(request, "userconfig", view, status=201)
+
+    @app.route("/<user>", methods=["PATCH"])
+    @app.route("/<user>/", methods=["PATCH"])
+    async def user_patch(self, request: IRequest, user: str) -> bytes:
+        identity = await self._auth.identify(request)
+        body, pwhash = await self._user_body(request)
         changed = await self._write(
             request, lambda tx: users.modify_user(tx, user, body, pwhash, identity, self._policy)
         )
@@ -247,39 +260,55 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     # -- indexes --------------------------------------------------------------
 
-    @app.route("/<user>/<index>", methods=["GET", "PUT", "PATCH", "DELETE", "POST", "PUSH"])
-    @app.route("/<user>/<index>/", methods=["GET", "PUT", "PATCH", "DELETE", "POST", "PUSH"])
-    async def index(self, request: IRequest, user: str, index: str) -> bytes:
+    @app.route("/<user>/<index>", methods=["GET"])
+    @app.route("/<user>/<index>/", methods=["GET"])
+    async def index_get(self, request: IRequest, user: str, index: str) -> bytes:
         stage = f"{user}/{index}"
-        method = request.method
-        if method == b"GET":
-            accept = header(request, b"Accept")
-            if render.wants_simple_json(accept) or (
-                render.is_installer(header(request, b"User-Agent")) and not render.accepts_json(accept)
-            ):
-                return await self._project_list(request, stage)
-            with_projects = not has_arg(request, b"no_projects")
-            config = await self._store.read(lambda tx: queries.index_view(tx, stage, with_projects))
-            return self._reply(request, "indexconfig", config)
-        if method == b"POST" and header(request, b"Content-Type").startswith("multipart/"):
+        accept = header(request, b"Accept")
+        if render.wants_simple_json(accept) or (
+            render.is_installer(header(request, b"User-Agent")) and not render.accepts_json(accept)
+        ):
+            return await self._project_list(request, stage)
+        with_projects = not has_arg(request, b"no_projects")
+        config = await self._store.read(lambda tx: queries.index_view(tx, stage, with_projects))
+        return self._reply(request, "indexconfig", config)
+
+    @app.route("/<user>/<index>", methods=["POST", "PUSH"])
+    @app.route("/<user>/<index>/", methods=["POST", "PUSH"])
+    async def index_post(self, request: IRequest, user: str, index: str) -> bytes:
+        """An upload form (the legacy upload API), or a push as JSON."""
+        stage = f"{user}/{index}"
+        if request.method == b"POST" and header(request, b"Content-Type").startswith("multipart/"):
             return await self._legacy_upload(request, stage)
+        return await self._push(request, stage, await self._auth.identify(request))
+
+    @app.route("/<user>/<index>", methods=["DELETE"])
+    @app.route("/<user>/<index>/", methods=["DELETE"])
+    async def index_delete(self, request: IRequest, user: str, index: str) -> bytes:
+        stage = f"{user}/{index}"
         identity = await self._auth.identify(request)
-        if method in (b"POST", b"PUSH"):
-            return await self._push(request, stage, identity)
-        if method == b"DELETE":
-            await self._write(request, lambda tx: users.delete_index(tx, stage, identity, self._policy))
-            return self._reply(request, message=f"index {stage} deleted", status=201)
+        await self._write(request, lambda tx: users.delete_index(tx, stage, identity, self._policy))
+        return self._reply(request, message=f"index {stage} deleted", status=201)
+
+    @app.route("/<user>/<index>", methods=["PUT"])
+    @app.route("/<user>/<index>/", methods=["PUT"])
+    async def index_put(self, request: IRequest, user: str, index: str) -> bytes:
+        stage = f"{user}/{index}"
+        identity = await self._auth.identify(request)
         body = json_body(request)
-        if method == b"PUT":
-            if not isinstance(body, dict):
-                raise Invalid("index config must be a JSON object")
-            config = await self._write(request, lambda tx: users.create_index(tx, stage, body, identity, self._policy))
-            return self._reply(request, "indexconfig", config)
+        if not isinstance(body, dict):
+            raise Invalid("index config must be a JSON object")
+        config = await self._write(request, lambda tx: users.create_index(tx, stage, body, identity, self._policy))
+        return self._reply(request, "indexconfig", config)
+
+    @app.route("/<user>/<index>", methods=["PATCH"])
+    @app.route("/<user>/<index>/", methods=["PATCH"])
+    async def index_patch(self, request: IRequest, user: str, index: str) -> bytes:
+        stage = f"{user}/{index}"
+        identity = await self._auth.identify(request)
+        body = json_body(request)
         noop = has_arg(request, b"error_on_noop")
-        config = await self._write(
-            request,
-            lambda tx: users.patch_index(tx, stage, body, identity, self._policy, noop),
-        )
+        config = await self._write(request, lambda tx: users.patch_index(tx, stage, body, identity, self._policy, noop))
         return self._reply(request, "indexconfig", config)
 
     async def _push(self, request: IRequest, stage: str, identity: Identity) -> bytes:

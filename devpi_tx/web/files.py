@@ -228,26 +228,28 @@ class FileRoutes(Base):
             request.setHeader(b"Content-Length", str(length).encode())
         return body
 
-    @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD", "DELETE", "POST"])
-    async def file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
-        return await self._file(request, f"{user}/{index}", f"{user}/{index}/+f/{rest}", rest)
+    @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD"])
+    @app.route("/<user>/<index>/+e/<path:rest>", methods=["GET", "HEAD"])
+    async def file_get(self, request: IRequest, user: str, index: str, rest: str) -> Any:
+        stage, relpath = _file_path(request, user, index, rest)
+        return await self._file(request, stage, relpath)
 
-    @app.route("/<user>/<index>/+e/<path:rest>", methods=["GET", "HEAD", "DELETE"])
-    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> Any:
-        return await self._file(request, f"{user}/{index}", f"{user}/{index}/+e/{rest}", rest)
+    @app.route("/<user>/<index>/+f/<path:rest>", methods=["DELETE"])
+    @app.route("/<user>/<index>/+e/<path:rest>", methods=["DELETE"])
+    async def file_delete(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        _, relpath = _file_path(request, user, index, rest)
+        identity = await self._auth.identify(request)
+        force = has_arg(request, b"force")
+        await self._write(request, lambda tx: releases.delete_file(tx, relpath, force, identity, self._policy))
+        return self._reply(request, message=f"package {relpath!r} deleted")
 
-    async def _file(self, request: IRequest, stage: str, relpath: str, rest: str) -> Any:
-        segments = rest.split("/")
-        if ".." in segments or "" in segments or "\x00" in rest:
-            raise NotFound("no such file")
-        if request.method == b"POST":
-            return await self._toxresult(request, relpath)
-        if request.method == b"DELETE":
-            identity = await self._auth.identify(request)
-            force = has_arg(request, b"force")
-            await self._write(request, lambda tx: releases.delete_file(tx, relpath, force, identity, self._policy))
-            return self._reply(request, message=f"package {relpath!r} deleted")
+    @app.route("/<user>/<index>/+f/<path:rest>", methods=["POST"])
+    async def file_post(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        """A tox result for the release file (spec 4.5)."""
+        _, relpath = _file_path(request, user, index, rest)
+        return await self._toxresult(request, relpath)
 
+    async def _file(self, request: IRequest, stage: str, relpath: str) -> Any:
         async def config_and_entry(tx: ITransaction) -> tuple[dict[str, Any], dict[str, Any] | None]:
             return await get_ixconfig(tx, stage), await tx.get(keys.file(relpath))
 
@@ -404,3 +406,16 @@ class FileRoutes(Base):
         finally:
             content.discard()
         return self._reply(request, "toxresultpath", path)
+
+
+def _file_path(request: IRequest, user: str, index: str, rest: str) -> tuple[str, str]:
+    """
+    The stage and relpath of a C{+f} or C{+e} URL.
+
+    @raise NotFound: a path that is not a plain path below the index.
+    """
+    segments = rest.split("/")
+    if ".." in segments or "" in segments or "\x00" in rest:
+        raise NotFound("no such file")
+    kind = "+e" if request.path.split(b"/")[3:4] == [b"+e"] else "+f"
+    return f"{user}/{index}", f"{user}/{index}/{kind}/{rest}"

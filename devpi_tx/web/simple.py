@@ -234,27 +234,30 @@ class SimpleRoutes(Base):
                 queries.add_version(result, version, view)
         return result, bool(pages)
 
-    @app.route("/<user>/<index>/<project>", methods=["GET", "DELETE"])
-    @app.route("/<user>/<index>/<project>/", methods=["GET", "DELETE"])
-    async def project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+    @app.route("/<user>/<index>/<project>", methods=["GET"])
+    @app.route("/<user>/<index>/<project>/", methods=["GET"])
+    async def project_get(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         stage = f"{user}/{index}"
         accept = header(request, b"Accept")
         normalized = normalize_name(project)
-        if request.method == b"GET":
-            if render.wants_simple_json(accept) or (
-                render.is_installer(header(request, b"User-Agent")) and not render.accepts_json(accept)
-            ):
-                return await self._simple_page(request, stage, project, "")
-            if not render.accepts_json(accept):
-                raise UnsupportedMediaType("unsupported media type, use Accept: application/json")
-            if normalized != project:
-                return self._redirect(request, f"/{stage}/{normalized}")
-            result, mirrored = await self._merged_versions(
-                request, stage, normalized, has_arg(request, b"ignore_bases")
-            )
-            if not result and not mirrored:
-                raise NotFound(f"The project {normalized} does not exist.")
-            return self._reply(request, "projectconfig", result)
+        if render.wants_simple_json(accept) or (
+            render.is_installer(header(request, b"User-Agent")) and not render.accepts_json(accept)
+        ):
+            return await self._simple_page(request, stage, project, "")
+        if not render.accepts_json(accept):
+            raise UnsupportedMediaType("unsupported media type, use Accept: application/json")
+        if normalized != project:
+            return self._redirect(request, f"/{stage}/{normalized}")
+        result, mirrored = await self._merged_versions(request, stage, normalized, has_arg(request, b"ignore_bases"))
+        if not result and not mirrored:
+            raise NotFound(f"The project {normalized} does not exist.")
+        return self._reply(request, "projectconfig", result)
+
+    @app.route("/<user>/<index>/<project>", methods=["DELETE"])
+    @app.route("/<user>/<index>/<project>/", methods=["DELETE"])
+    async def project_delete(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        stage = f"{user}/{index}"
+        normalized = normalize_name(project)
         identity = await self._auth.identify(request)
         force = has_arg(request, b"force")
         await self._write(
@@ -265,27 +268,37 @@ class SimpleRoutes(Base):
             self._mirror.forget(stage, normalized)
         return self._reply(request, message=f"project {normalized} deleted from stage {stage}")
 
-    @app.route("/<user>/<index>/<project>/<version>", methods=["GET", "DELETE", "PATCH"])
-    @app.route("/<user>/<index>/<project>/<version>/", methods=["GET", "DELETE", "PATCH"])
-    async def version(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
+    @app.route("/<user>/<index>/<project>/<version>", methods=["GET"])
+    @app.route("/<user>/<index>/<project>/<version>/", methods=["GET"])
+    async def version_get(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
-        if request.method == b"GET":
-            if normalized != project:
-                return self._redirect(request, f"/{stage}/{normalized}/{version}")
-            result, _ = await self._merged_versions(request, stage, normalized, False)
-            if version not in result:
-                raise NotFound(f"The version {version} of project {normalized} does not exist.")
-            return self._reply(request, "versiondata", result[version])
+        if normalized != project:
+            return self._redirect(request, f"/{stage}/{normalized}/{version}")
+        result, _ = await self._merged_versions(request, stage, normalized, False)
+        if version not in result:
+            raise NotFound(f"The version {version} of project {normalized} does not exist.")
+        return self._reply(request, "versiondata", result[version])
+
+    @app.route("/<user>/<index>/<project>/<version>", methods=["DELETE"])
+    @app.route("/<user>/<index>/<project>/<version>/", methods=["DELETE"])
+    async def version_delete(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
+        stage = f"{user}/{index}"
+        normalized = normalize_name(project)
         identity = await self._auth.identify(request)
-        if request.method == b"PATCH":
-            return await self._yank(request, stage, normalized, version, identity)
         force = has_arg(request, b"force")
         await self._write(
             request,
             lambda tx: releases.delete_version(tx, stage, normalized, version, force, identity, self._policy),
         )
         return self._reply(request, message=f"project {normalized!r} version {version!r} deleted")
+
+    @app.route("/<user>/<index>/<project>/<version>", methods=["PATCH"])
+    @app.route("/<user>/<index>/<project>/<version>/", methods=["PATCH"])
+    async def version_patch(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
+        """PEP 592: yank or unyank a private release."""
+        identity = await self._auth.identify(request)
+        return await self._yank(request, f"{user}/{index}", normalize_name(project), version, identity)
 
     async def _yank(self, request: IRequest, stage: str, project: str, version: str, identity: Any) -> bytes:
         body = json_body(request)
