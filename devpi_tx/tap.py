@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_faults,tests.test_options -*-
+# -*- test-case-name: tests.e2e.test_e2e_faults,tests.service.test_options -*-
 """
 C{twistd devpi}: the plugin's entry point.  Runs the one-shot actions
 (--init, --export, --import, --fsck, --gen-config) or builds the service

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_server -*-
+# -*- test-case-name: tests.e2e.test_e2e_server -*-
 """
 Console scripts in the style of devpi-server's C{devpi-export},
 C{devpi-import} and C{devpi-fsck}: the same one-shot actions as

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dump -*-
+# -*- test-case-name: tests.admin.test_dump -*-
 """
 Reading a dump of devpi-server's format (spec 8.2-8.4): every name, index
 type and file hash is checked before anything is written.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dump -*-
+# -*- test-case-name: tests.admin.test_dump -*-
 """
 Export and import in devpi-server's dump format (spec section 8): a
 directory with C{dataindex.json} and the files below C{<user>/<index>/}.

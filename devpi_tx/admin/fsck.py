@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_fsck -*-
+# -*- test-case-name: tests.admin.test_fsck -*-
 """
 File consistency check of a server directory, like C{devpi-fsck}: every
 file entry whose file was stored (it has C{last_modified}) must have its

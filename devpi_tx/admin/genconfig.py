@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_genconfig -*-
+# -*- test-case-name: tests.admin.test_genconfig -*-
 """
 C{twistd devpi --gen-config}: example deployment files (systemd, nginx,
 supervisor, cron) for the server as it was started, like

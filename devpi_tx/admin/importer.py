@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dump -*-
+# -*- test-case-name: tests.admin.test_dump -*-
 """
 Import of devpi-server's dump format (spec 8.4): the whole dump is read and
 checked first (names, index types, every file's hash), then the new server

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api,tests.test_model -*-
+# -*- test-case-name: tests.web.test_api,tests.model.test_model -*-
 """
 Passwords and login tokens.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api -*-
+# -*- test-case-name: tests.web.test_api -*-
 """
 The document keys of the store.  C{stage} is C{"user/index"}; C{project}
 is always normalised; C{relpath} is a file's path below the file store, as

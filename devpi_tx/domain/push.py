@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages -*-
+# -*- test-case-name: tests.web.test_api_packages -*-
 """
 Push (spec 4.6): releases of one index copied to another, or to an external
 index, in one transaction.

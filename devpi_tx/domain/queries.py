@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages,tests.test_api_indexes -*-
+# -*- test-case-name: tests.web.test_api_packages,tests.web.test_api_indexes -*-
 """
 Read-side views over an index and its bases: simple links, project lists,
 project and version JSON (spec 1.9-1.12, 3.5, 3.6).  Functions run inside

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages,tests.test_hooks -*-
+# -*- test-case-name: tests.web.test_api_packages,tests.events.test_hooks -*-
 """
 Projects, versions and files of private stages: uploads, docs, tox results,
 deletion and push (spec section 4).  Every function runs inside one

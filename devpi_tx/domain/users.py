@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api,tests.test_api_indexes -*-
+# -*- test-case-name: tests.web.test_api,tests.web.test_api_indexes -*-
 """
 Users and indexes: the transactional rules of spec sections 1.7, 1.8 and 3.
 Every function here runs inside one L{ITransaction}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hooks -*-
+# -*- test-case-name: tests.events.test_hooks -*-
 """
 Event hooks that do what devpi-web does with devpi-server's events (spec
 10.2): unpack documentation zips, render long descriptions, and keep a

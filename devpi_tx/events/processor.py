@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_events -*-
+# -*- test-case-name: tests.events.test_events -*-
 """
 Event hooks: the main instance walks the changelog in serial order and hands
 each entry to every hook, remembering the last processed serial in the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mirror,tests.test_e2e_mirror -*-
+# -*- test-case-name: tests.mirror.test_mirror,tests.e2e.test_e2e_mirror -*-
 """
 Mirror files fetched on first request: streamed to the client while written
 aside and hashed, kept only when the hash matches, one upstream download per

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mirror -*-
+# -*- test-case-name: tests.mirror.test_mirror -*-
 """
 Mirror indexes: upstream pages cached in the store, freshness and not-found
 answers in memory, one upstream fetch per page at a time, stale answers when

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simpleparse -*-
+# -*- test-case-name: tests.mirror.test_simpleparse -*-
 """
 Parsing upstream simple pages (PEP 503 HTML and PEP 691 JSON).  Pure.
 """

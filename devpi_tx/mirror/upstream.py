@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_upstream -*-
+# -*- test-case-name: tests.mirror.test_upstream -*-
 """
 The treq client for an upstream simple index: one persistent connection
 pool, PEP 691 negotiation, ETags, credentials kept out of URLs, bounded

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_model -*-
+# -*- test-case-name: tests.model.test_model -*-
 """
 Errors the domain raises: what went wrong, in a message for the client.
 Which HTTP status each becomes is the web layer's choice (L{devpi_tx.web.errors}).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_model -*-
+# -*- test-case-name: tests.model.test_model -*-
 """
 Index configuration: types, keys, defaults, validation and PATCH (spec 3.2, 3.3).
 """

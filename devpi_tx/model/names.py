@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_model,tests.test_hardening -*-
+# -*- test-case-name: tests.model.test_model,tests.web.test_hardening -*-
 """
 Names of users, indexes, projects, versions and release files, and release metadata (spec 0.8, 4.1).
 """

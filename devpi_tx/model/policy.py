@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_model -*-
+# -*- test-case-name: tests.model.test_model -*-
 """
 Who may do what (spec 2.4), the inheritance order of indexes and the mirror whitelist (spec 3.5, 3.6).
 """

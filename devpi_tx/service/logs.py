@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_options -*-
+# -*- test-case-name: tests.service.test_options -*-
 """
 Log observers for twistd's C{--logger} option, e.g. JSON lines on stdout:
 C{twistd --logger devpi_tx.service.logs.json_lines -n devpi ...}.

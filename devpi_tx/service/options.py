@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_genconfig,tests.test_options -*-
+# -*- test-case-name: tests.admin.test_genconfig,tests.service.test_options -*-
 """
 The command line of C{twistd devpi}, with devpi-server's option names.
 Precedence: command line, then C{DEVPISERVER_*} environment variables, then

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_server,tests.test_tempfiles -*-
+# -*- test-case-name: tests.e2e.test_e2e_server,tests.store.test_tempfiles -*-
 """
 The service tree of a serving process: thread pools, the store, the mirror,
 the web site, the event hooks and, in the main instance, the supervised
@@ -12,7 +12,7 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -44,37 +44,43 @@ SERIAL_BEACON = ".serial"
 SWEEP_INTERVAL = 600.0
 
 
-class ThreadPoolService(Service):
-    """Starts and stops a thread pool with the service tree."""
+class Foundation(MultiService):
+    """
+    The top of a process's service tree: its thread pools start before the
+    services (its children) and stop only after every one of them has
+    stopped, and then the store closes.  A service that waits at stop for
+    work in a pool (the event processor's serial in flight) would otherwise
+    wait forever: a stopped pool drops the work it had queued.
+    """
 
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
+    def __init__(self, pools: list[ThreadPool]) -> None:
+        super().__init__()
+        self.pools = pools
+        self.store: IStore | None = None
 
     def startService(self) -> None:
+        for pool in self.pools:
+            pool.start()
         super().startService()
-        self.pool.start()
 
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[Any] = maybeDeferred(super().stopService)
 
+        def release(result: object) -> object:
+            if self.store is not None:
+                self.store.close()
+            for pool in self.pools:
+                pool.stop()
+            return result
 
-class StoreService(Service):
-    def __init__(self, store: IStore) -> None:
-        self.store = store
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.store.close()
+        return stopped.addBoth(release)
 
 
 def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, worker: bool) -> IService:
-    top = MultiService()
     read_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-read")
     write_pool = ThreadPool(minthreads=1, maxthreads=1, name="devpi-write")
     work_pool = ThreadPool(minthreads=1, maxthreads=4, name="devpi-work")
-    for pool in (read_pool, write_pool, work_pool):
-        ThreadPoolService(pool).setServiceParent(top)
+    top = Foundation([read_pool, write_pool, work_pool])
 
     def runner(pool: ThreadPool) -> Any:
         return lambda fn: deferToThreadPool(reactor, pool, fn)
@@ -93,7 +99,7 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         beacon,
         groups_of=page_groups,
     )
-    StoreService(store).setServiceParent(top)
+    top.store = store
     node_uuid = serverdir.nodeinfo()["uuid"]
     host, port = options["listen-addresses"][0]
     config = WebConfig(

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_server,tests.test_tempfiles -*-
+# -*- test-case-name: tests.e2e.test_e2e_server,tests.store.test_tempfiles -*-
 """
 The server directory: node info, database and file store, and its
 initialisation with serial 0 (root user and the C{root/pypi} mirror).

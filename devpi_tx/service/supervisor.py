@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_workers -*-
+# -*- test-case-name: tests.e2e.test_e2e_workers -*-
 """
 One process tree: the main instance opens the listening sockets, serves on
 them and runs the event hooks; request-only workers adopt the same sockets.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_beacon -*-
+# -*- test-case-name: tests.store.test_beacon -*-
 """
 The newest committed serial of a server dir, shared by its processes through
 a memory-mapped file: a request checks it without a system call and polls the

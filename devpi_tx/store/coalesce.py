@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.store.test_store -*-
 """
 One piece of work per key at a time: callers asking for a key that is
 already being worked on wait for the same result.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store,tests.test_hooks -*-
+# -*- test-case-name: tests.store.test_store,tests.events.test_hooks -*-
 """
 The storage of a server, built from its options: the one place that picks
 an engine (today SQLite, the embedded default), so that nothing outside

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tempfiles,tests.test_zipbomb -*-
+# -*- test-case-name: tests.store.test_tempfiles,tests.web.test_zipbomb -*-
 """
 Files on their way into the file store: copied aside under a temporary name
 while hashed, fsynced, then renamed into place by the store at commit.

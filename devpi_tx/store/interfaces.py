@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.store.test_store -*-
 """
 Interfaces between the web layer and storage.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.store.test_store -*-
 """
 An L{IStore} held in memory, for unit tests that want a store without a
 database: it passes the same contract suite as the SQLite store.  Documents

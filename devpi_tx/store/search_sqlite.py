@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hooks -*-
+# -*- test-case-name: tests.events.test_hooks -*-
 """
 The search index of the SQLite engine: C{<serverdir>/search.sqlite}, an
 FTS5 table over the name, summary, description and keywords of every

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.store.test_store -*-
 """
 SQLite storage: JSON documents keyed by path-like strings, one serial and
 one changelog row per committed write transaction.

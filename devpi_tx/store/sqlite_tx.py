@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.store.test_store -*-
 """
 One SQLite transaction of the store: reads at its serial, and the changes
 and file placements a write buffers until it commits.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api,tests.test_hardening -*-
+# -*- test-case-name: tests.web.test_api,tests.web.test_hardening -*-
 """
 The devpi REST API: server info, login, users, indexes, uploads and push
 (spec sections 1-4).  Handlers parse the request, run one store transaction

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hardening -*-
+# -*- test-case-name: tests.web.test_hardening -*-
 """
 What the route modules share: the Klein app, request helpers, and the base
 class holding a server process's collaborators.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hooks -*-
+# -*- test-case-name: tests.events.test_hooks -*-
 """
 What devpi-web adds to the URL space (spec 1.1): unpacked documentation
 under C{/U/I/P/V/+doc/} and a search over private projects at C{/+search}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hardening,tests.test_api -*-
+# -*- test-case-name: tests.web.test_hardening,tests.web.test_api -*-
 """
 The one mapping from domain errors to HTTP: which status each kind of
 L{DomainError} becomes.  devpi's envelope around the message is

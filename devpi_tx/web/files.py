@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages,tests.test_zipbomb -*-
+# -*- test-case-name: tests.web.test_api_packages,tests.web.test_zipbomb -*-
 """
 Files under C{+f/} and C{+e/}: stored files from disk, mirror files fetched
 on first request, PEP 658 metadata, tox result uploads (spec 1.13, 4.5, 5.7).

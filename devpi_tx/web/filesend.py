@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages,tests.test_e2e_server -*-
+# -*- test-case-name: tests.web.test_api_packages,tests.e2e.test_e2e_server -*-
 """
 Streaming a stored file to a client with back-pressure: a push producer that
 reads the next chunk only while the transport wants more.  Single byte ranges

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages -*-
+# -*- test-case-name: tests.web.test_api_packages -*-
 """
 Streaming parse of C{multipart/form-data} upload bodies: text fields into
 memory (bounded), the C{content} file straight into a hashed temp file.

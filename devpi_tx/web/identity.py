@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api -*-
+# -*- test-case-name: tests.web.test_api -*-
 """
 Who a request speaks for: tokens and passwords from C{X-Devpi-Auth} or
 C{Authorization: Basic} (spec 2.2), with user records and successful

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics,tests.test_options -*-
+# -*- test-case-name: tests.web.test_metrics,tests.service.test_options -*-
 """
 Counters of one server process in the Prometheus text format: requests by
 route and status, a latency histogram, upstream fetches, cache hits, serials.

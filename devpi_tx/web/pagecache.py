@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mirror,tests.test_beacon -*-
+# -*- test-case-name: tests.mirror.test_mirror,tests.store.test_beacon -*-
 """
 Rendered simple pages, grouped by project so that a commit drops exactly the
 pages of the projects it touched (all of them when an index config changed).

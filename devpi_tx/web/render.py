@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages -*-
+# -*- test-case-name: tests.web.test_api_packages -*-
 """
 Bodies: devpi's JSON envelope and the simple pages (PEP 503 HTML, PEP 691
 JSON with PEP 700, PEP 592 and PEP 658/714 fields).

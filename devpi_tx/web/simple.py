@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_packages,tests.test_mirror -*-
+# -*- test-case-name: tests.web.test_api_packages,tests.mirror.test_mirror -*-
 """
 Simple pages and project/version JSON over an index and its bases, mirrors
 included (spec 1.9-1.12, 5).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics,tests.test_options -*-
+# -*- test-case-name: tests.web.test_metrics,tests.service.test_options -*-
 """
 The Site: headers every answer carries (spec 0.3), a request body limit, and
 one log line per request.

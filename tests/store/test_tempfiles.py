@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tempfiles -*-
+# -*- test-case-name: tests.store.test_tempfiles -*-
 """
 Temporary files of writes: each names its writer (pid and start time), and
 whatever no live write owns is removed at start and by a periodic sweep.

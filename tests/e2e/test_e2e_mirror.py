@@ -18,9 +18,9 @@ from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
+from tests.e2e.test_e2e_clients import _send, _ServerCase, get_json_post
 from tests.fakeupstream import FakeUpstream
 from tests.processes import ServerProcess, bin_path, eventually, run
-from tests.test_e2e_clients import _send, _ServerCase, get_json_post
 
 
 class _HangUp(Protocol):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_readme -*-
+# -*- test-case-name: tests.e2e.test_readme -*-
 """
 The README's two commands hold: CI runs the test command verbatim, and the
 test command installs every system program the tests drive.
@@ -47,10 +47,12 @@ class ReadmeTests(SynchronousTestCase):
             self.assertIn(f"command -v {tool} ", script)
             self.assertIn(f"missing+=({package})", script)
         used = set()
-        for name in os.listdir(os.path.join(REPO, "tests")):
-            if name.startswith("test_") and name.endswith(".py") and name != "test_readme.py":
-                text = _read("tests", name)
-                used |= {tool for tool in SYSTEM_TOOLS if re.search(rf'["/]{re.escape(tool)}["\s]', text)}
+        for dirpath, _, filenames in os.walk(os.path.join(REPO, "tests")):
+            for name in filenames:
+                if name.startswith("test_") and name.endswith(".py") and name != "test_readme.py":
+                    with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                        text = f.read()
+                    used |= {tool for tool in SYSTEM_TOOLS if re.search(rf'["/]{re.escape(tool)}["\s]', text)}
         self.assertEqual(used, set(SYSTEM_TOOLS), "a tool listed here that no test uses, or the reverse")
 
 

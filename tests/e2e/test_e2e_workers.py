@@ -13,9 +13,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from tests.e2e.test_e2e_clients import _ServerCase, get_json_post, put_json
 from tests.helpers import basic, make_wheel, multipart, upload_fields
 from tests.processes import ServerProcess
-from tests.test_e2e_clients import _ServerCase, get_json_post, put_json
 
 # the type treq declares for a dict of headers
 _Headers = dict[bytes | str, list[bytes | str]]

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from devpi_tx.store.beacon import GROUPS_PER_SLOT, SLOTS, SerialBeacon, group_hash
 from tests.helpers import APIHarness, make_wheel
-from tests.test_api import SIMPLE_JSON
+from tests.web.test_api import SIMPLE_JSON
 
 
 class BeaconTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_faults -*-
+# -*- test-case-name: tests.e2e.test_e2e_faults -*-
 """
 A devpi_tx server process meeting faults: its port taken, its disk full;
 and what it says when it starts.
@@ -14,9 +14,9 @@ import socket
 
 from twisted.internet import reactor
 
+from tests.e2e.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 from tests.helpers import basic, make_wheel, multipart, upload_fields
 from tests.processes import TWISTD, ServerProcess, checkout_env, eventually, run
-from tests.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 
 _MOUNT = 'mount -t tmpfs -o size=24m tmpfs "$0" && exec "$@"'
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_upstream -*-
+# -*- test-case-name: tests.mirror.test_upstream -*-
 """
 The upstream client's failures in words for a user, and our own bugs kept
 apart from upstream outages.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_processes -*-
+# -*- test-case-name: tests.e2e.test_processes -*-
 """
 The helpers that run real processes for the end-to-end tests: how a
 command's end is judged, and which code the children import.

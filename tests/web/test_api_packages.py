@@ -12,7 +12,7 @@ import sqlite3
 
 from devpi_tx.web.api import PARSE_IN_WRITER
 from tests.helpers import make_sdist, make_wheel, multipart, upload_fields
-from tests.test_api import SIMPLE_JSON, _Base
+from tests.web.test_api import SIMPLE_JSON, _Base
 
 
 class UploadTests(_Base):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_e2e_devpi_compat -*-
+# -*- test-case-name: tests.e2e.test_e2e_devpi_compat -*-
 """
 What devpi-client noticed where devpi_tx answered otherwise than
 devpi-server: run with the real client against a server process and a fake
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
+from tests.e2e.test_e2e_clients import _ServerCase
+from tests.e2e.test_e2e_mirror import MirrorServerMixin
 from tests.processes import Result, bin_path, run
-from tests.test_e2e_clients import _ServerCase
-from tests.test_e2e_mirror import MirrorServerMixin
 
 
 class DevpiClientCompatTests(MirrorServerMixin, _ServerCase):

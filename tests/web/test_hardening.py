@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hardening -*-
+# -*- test-case-name: tests.web.test_hardening -*-
 """
 What devpi-client expects of answers, and what a hostile client sends: the
 HTTP API in memory (real SQLite files, StubTreq), every refusal a 4xx in
@@ -18,7 +18,7 @@ from devpi_tx.model.names import MAX_DOCUMENT
 from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.common import MAX_JSON_BODY, MAX_JSON_DEPTH
 from tests.helpers import basic, make_wheel, multipart, upload_fields
-from tests.test_api import _Base
+from tests.web.test_api import _Base
 
 
 class CompatibilityTests(_Base):

@@ -28,7 +28,7 @@ from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web.api import PARSE_IN_WRITER
 from devpi_tx.web.files import WheelMetadataCache
 from tests.helpers import make_wheel, make_zipbomb_wheel
-from tests.test_api import _Base
+from tests.web.test_api import _Base
 
 BOMB_SIZE = 64 * 1024 * 1024
 

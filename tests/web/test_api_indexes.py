@@ -5,7 +5,7 @@ Index configuration through the HTTP API in memory (spec 1.8, 3.2-3.5).
 from __future__ import annotations
 
 from tests.helpers import make_wheel
-from tests.test_api import _Base
+from tests.web.test_api import _Base
 
 
 class IndexTests(_Base):

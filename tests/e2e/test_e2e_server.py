@@ -10,9 +10,9 @@ import json
 import os
 import sqlite3
 
+from tests.e2e.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 from tests.helpers import basic, make_wheel, multipart, upload_fields
 from tests.processes import ServerProcess, bin_path, eventually, run
-from tests.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 
 
 def _serial(serverdir: str) -> int:

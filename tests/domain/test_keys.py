@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_keys -*-
+# -*- test-case-name: tests.domain.test_keys -*-
 """
 The document keys: built and parsed in one module.
 """

@@ -1,0 +1,1 @@
+"""Tests of store/ (the storage contract suite runs here)."""

@@ -1,0 +1,1 @@
+"""Tests of web/ (the HTTP API in memory)."""
