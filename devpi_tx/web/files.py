@@ -11,7 +11,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -28,6 +27,7 @@ from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, parse_json
 from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span
+from devpi_tx.web.paths import parse_path
 
 IMMUTABLE = b"max-age=365000000, immutable, public"
 METADATA = ".metadata"
@@ -192,14 +192,11 @@ class FileRoutes(Base):
         """
         known = self._known_files
         method = request.method
-        if (
-            not known
-            or method not in (b"GET", b"HEAD")
-            or b"/+f/" not in request.path
-            or request.getHeader(b"If-Range")
-        ):
+        if not known or method not in (b"GET", b"HEAD") or request.getHeader(b"If-Range"):
             return None
-        relpath = unquote(request.path[1:].decode("utf-8", "replace"))
+        relpath = parse_path(request.path).relpath
+        if relpath is None:
+            return None
         found = known.get(relpath)
         if found is None or render.accepts_json(header(request, b"Accept")):
             return None

@@ -10,45 +10,18 @@ import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from devpi_tx.web.paths import OTHER, parse_path
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# Label values come from these fixed sets only: a request must not be able to
-# add a series (every /+junkN would) or put its own bytes into the text format.
-TOP_ROUTES = frozenset({"+api", "+authcheck", "+login", "+metrics", "+search", "+status"})
-ROUTES = TOP_ROUTES | {
-    "root",
-    "user",
-    "index",
-    "project",
-    "version",
-    "simple_list",
-    "simple_project",
-    "file",
-    "doc",
-    "other",
-}
+# Label values come from fixed sets only: a request must not be able to add a
+# series (every /+junkN would) or put its own bytes into the text format.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PUSH"})
-OTHER = "other"
 
 
 def route_of(method: bytes, path: bytes) -> str:
     """A route name for a request path, one of L{ROUTES}."""
-    parts = path.split(b"/")
-    if len(parts) > 1 and parts[1].startswith(b"+"):
-        name = parts[1].decode("ascii", "replace")
-        return name if name in TOP_ROUTES else OTHER
-    if len(parts) in (3, 4) and parts[-1] == b"+api":
-        return "+api"
-    if len(parts) >= 4 and parts[3] in (b"+simple", b"+f", b"+e"):
-        if parts[3] == b"+simple":
-            return "simple_list" if len(parts) <= 5 and not parts[-1] else "simple_project"
-        return "file"
-    if len(parts) >= 6 and parts[5] == b"+doc":
-        return "doc"
-    if any(part.startswith(b"+") for part in parts):
-        return OTHER
-    depth = len([p for p in parts if p])
-    return {0: "root", 1: "user", 2: "index", 3: "project", 4: "version"}.get(depth, OTHER)
+    return parse_path(path).route
 
 
 def method_of(method: bytes) -> str:

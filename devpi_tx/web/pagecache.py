@@ -12,9 +12,7 @@ from typing import Any
 
 from devpi_tx.domain import keys
 from devpi_tx.store.interfaces import IStore
-
-LIST = ""  # the group of root project lists
-
+from devpi_tx.web.paths import LIST
 
 Page = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...], float | None]
 """Content type, body, extra headers, expiry time (C{None}: until a commit)."""

@@ -22,7 +22,7 @@ from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, json_body
 from devpi_tx.web.errors import UnsupportedMediaType
-from devpi_tx.web.pagecache import LIST
+from devpi_tx.web.paths import LIST, parse_path
 
 STALE_HEADERS = (
     (b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store"),
@@ -58,12 +58,7 @@ class SimpleRoutes(Base):
         """The page cache group of a C{GET} of a C{+simple/} page; C{None} for other requests."""
         if request.method != b"GET":
             return None
-        parts: list[bytes] = request.path.split(b"/")
-        if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:
-            return parts[4].decode("ascii", "replace")
-        if len(parts) == 5 and parts[3] == b"+simple" and not parts[4]:
-            return LIST
-        return None
+        return parse_path(request.path).group
 
     def cached_page(self, request: IRequest, group: str | None = None) -> bytes | None:
         """

@@ -12,7 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from devpi_tx.web.metrics import METHODS, ROUTES, Metrics, escape_label, method_of, route_of
+from devpi_tx.web.metrics import METHODS, Metrics, escape_label, method_of, route_of
+from devpi_tx.web.paths import ROUTES
 from devpi_tx.web.site import DevpiResource, DevpiSite
 from tests.helpers import APIHarness
 
