@@ -248,6 +248,11 @@ class SQLiteStore:
     def _write_job(
         self, fn: Callable[[ITransaction], T], prepare: Callable[[], None] | None = None
     ) -> tuple[Callable[[], Any], Callable[[Any], tuple[T, int]]]:
+        # the serial this process had seen when the write was asked for, read
+        # here on the reactor thread: the job in the writer thread must not read
+        # what the reactor thread writes (done() skips what was heard since)
+        seen = self._serial
+
         def run() -> tuple[T, int, dict[str, Any] | None, list[ChangelogEntry]]:
             if prepare is not None:
                 prepare()
@@ -263,7 +268,7 @@ class SQLiteStore:
                 changes = {k: v for k, v in tx.changes.items() if v != tx._stored(k)}
                 if not changes:
                     return result, serial, None, missed
-                missed = self._entries_between(conn, self._serial, serial)
+                missed = self._entries_between(conn, seen, serial)
                 serial += 1
                 for key, value in changes.items():
                     if value is None:
@@ -404,11 +409,13 @@ class SQLiteStore:
         self._poll_once().addBoth(finished)
 
     def _poll_once(self) -> Deferred[int]:
+        seen = self._serial  # read on the reactor thread, see _write_job
+
         def run() -> list[ChangelogEntry]:
             conn = self._conn()
             rows = conn.execute(
                 "SELECT serial, created, changes FROM changelog WHERE serial > ? ORDER BY serial",
-                (self._serial,),
+                (seen,),
             ).fetchall()
             return [ChangelogEntry(s, c, json.loads(ch)) for s, c, ch in rows]
 
