@@ -41,7 +41,8 @@ def _fatal(error: Exception) -> int:
 
 def run_export(serverdir: str, directory: str, hard_links: bool, include_mirrored_files: bool) -> int:
     """Export C{serverdir} into C{directory}; the exit status."""
-    from devpi_tx.admin.export import DumpError, export_dump, progress_printer
+    from devpi_tx.admin.dumpformat import DumpError, progress_printer
+    from devpi_tx.admin.export import export_dump
 
     try:
         stats = export_dump(
@@ -68,7 +69,7 @@ def run_import(
     root_passwd_hash: str | None,
 ) -> int:
     """Create C{serverdir} from the dump in C{directory}; the exit status."""
-    from devpi_tx.admin.export import DumpError, progress_printer
+    from devpi_tx.admin.dumpformat import DumpError, progress_printer
     from devpi_tx.admin.importer import import_dump
 
     try:

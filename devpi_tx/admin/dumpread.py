@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devpi_tx.admin.export import (
+from devpi_tx.admin.dumpformat import (
     DATAINDEX,
     FILE_TYPES,
     USER_KEYS,
     DumpError,
     ImportStats,
+    Meter,
     ProgressCallback,
-    _Meter,
     order_indexes,
     version_of,
 )
@@ -311,7 +311,7 @@ class DumpReader:
 
     def _verify(self, projects: list[Project], progress: ProgressCallback | None) -> None:
         files = [item for project in projects for item in project.files]
-        meter = _Meter(progress, "verify", len(files), sum(os.path.getsize(f.source) for f in files))
+        meter = Meter(progress, "verify", len(files), sum(os.path.getsize(f.source) for f in files))
         for project in projects:
             for item in project.files:
                 item.digests, item.size = digest_file(item.source, {"sha256", *item.expected})

@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from devpi_tx.admin.dumpread import DumpReader, Plan, Project
-from devpi_tx.admin.export import (
+from devpi_tx.admin.dumpformat import (
     DumpError,
     ImportStats,
+    Meter,
     ProgressCallback,
-    _link,
-    _Meter,
+    hard_link,
 )
+from devpi_tx.admin.dumpread import DumpReader, Plan, Project
 from devpi_tx.admin.fsck import digest_file
 from devpi_tx.domain import keys
 from devpi_tx.service.serverdir import DATABASE, FILES, NODEINFO, ServerDir
@@ -120,7 +120,7 @@ class _Writer:
             store.write_now(lambda tx: self._users(tx, keep_password))
             store.write_now(self._indexes)
             files = [item for project in self._plan.projects for item in project.files]
-            meter = _Meter(self._progress, "import", len(files), sum(item.size for item in files))
+            meter = Meter(self._progress, "import", len(files), sum(item.size for item in files))
             for batch in _batches(self._plan.projects, BATCH_FILES):
 
                 def write_batch(tx: ITransaction, batch: list[Project] = batch) -> None:
@@ -170,7 +170,7 @@ class _Writer:
         for stage, config in self._plan.indexes:
             tx.set(keys.index(stage), config)
 
-    def _project(self, tx: ITransaction, files_dir: str, project: Project, meter: _Meter) -> None:
+    def _project(self, tx: ITransaction, files_dir: str, project: Project, meter: Meter) -> None:
         stats = self._plan.stats
         records: dict[str, dict[str, Any]] = {}
         if not project.mirror:
@@ -187,7 +187,7 @@ class _Writer:
             if parent not in self._made_dirs:
                 os.makedirs(parent, exist_ok=True)
                 self._made_dirs.add(parent)
-            if self._hard_links is False or _link(item.source, target, stats.warnings) is None:
+            if self._hard_links is False or hard_link(item.source, target, stats.warnings) is None:
                 self._hard_links = False
                 if digest_file(item.source, copy_to=target, fsync=False)[0]["sha256"] != item.digests["sha256"]:
                     raise DumpError(f"{item.where} changed while it was imported")

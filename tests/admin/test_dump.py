@@ -18,15 +18,15 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from devpi_tx.admin.export import (
+from devpi_tx.admin.dumpformat import (
     DumpError,
     Progress,
-    _link,
-    export_dump,
+    hard_link,
     order_indexes,
     progress_printer,
     version_of,
 )
+from devpi_tx.admin.export import export_dump
 from devpi_tx.admin.fsck import fsck
 from devpi_tx.admin.importer import import_dump
 from devpi_tx.domain import keys
@@ -1129,7 +1129,7 @@ class ExportEdgeTests(SynchronousTestCase):
     def test_link_fallback(self) -> None:
         """When a hard link cannot be made, the caller is told to copy, with a warning."""
         warnings: list[str] = []
-        self.assertIsNone(_link(os.path.join(self.mktemp(), "gone"), self.mktemp(), warnings))
+        self.assertIsNone(hard_link(os.path.join(self.mktemp(), "gone"), self.mktemp(), warnings))
         (warning,) = warnings
         self.assertIn("copying files instead", warning)
 
