@@ -107,8 +107,13 @@ class ServerProcess:
     def output(self) -> str:
         return self._protocol.output.decode("utf-8", "replace")
 
+    def prefix(self) -> list[str]:
+        """A command the server runs under (empty: none); the last word of it runs C{twistd}."""
+        return []
+
     async def start(self) -> ServerProcess:
         argv = [
+            *self.prefix(),
             *TWISTD,
             "-n",
             "--pidfile=",

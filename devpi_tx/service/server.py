@@ -12,8 +12,7 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -30,7 +29,7 @@ from devpi_tx.mirror.upstream import QuietPool, Upstream
 from devpi_tx.model.policy import Policy, parse_restrict_modify
 from devpi_tx.service.options import Options, worker_options
 from devpi_tx.service.serverdir import ServerDir
-from devpi_tx.service.supervisor import SharedListeners, WorkerSupervisor, cannot_listen, worker_argv
+from devpi_tx.service.supervisor import Listeners, SharedListeners, WorkerSupervisor, worker_argv
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.factory import open_search_index, open_store
 from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files
@@ -160,7 +159,7 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         shared.setServiceParent(top)
         argv = worker_argv(worker_options(options))
         WorkerSupervisor(reactor, shared, options["workers"], argv).setServiceParent(top)
-        listeners: SharedListeners | Listeners = shared
+        listeners: Listeners = shared
     else:
         listeners = Listeners(reactor, options["listen-addresses"], site)
         listeners.setServiceParent(top)
@@ -168,31 +167,6 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         TempSweep(serverdir.files, run_in_thread, reactor).setServiceParent(top)
         Announce(listeners, serverdir, store, options.get("initialised-now")).setServiceParent(top)
     return top
-
-
-class Listeners(Service):
-    """This process's listening ports (without workers); a bind failure ends the process."""
-
-    def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
-        self._reactor = reactor
-        self._addresses = addresses
-        self._factory = factory
-        self.ports: list[Any] = []
-
-    def startService(self) -> None:
-        super().startService()
-        for host, port in self._addresses:
-            try:
-                self.ports.append(self._reactor.listenTCP(port, self._factory, interface=host))
-            except CannotListenError as e:
-                cannot_listen(host, port, e)
-
-    def addresses(self) -> list[tuple[str, int]]:
-        return [(port.getHost().host, port.getHost().port) for port in self.ports]
-
-    def stopService(self) -> Any:
-        super().stopService()
-        return DeferredList([port.stopListening() for port in self.ports])
 
 
 class TempSweep(Service):

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -63,11 +63,10 @@ def listen_shared(reactor: Any, host: str, port: int, factory: Any) -> Any:
         sock.close()
 
 
-class SharedListeners(Service):
+class Listeners(Service):
     """
-    This process's C{SO_REUSEPORT} sockets on the tree's addresses: the main
-    instance binds first (learning the real port when 0 was asked for), each
-    worker binds the same addresses after it.
+    This process's listening ports on C{addresses}; a bind failure ends the
+    process with one line (L{cannot_listen}).
     """
 
     def __init__(self, reactor: Any, addresses: list[tuple[str, int]], factory: Any) -> None:
@@ -76,21 +75,35 @@ class SharedListeners(Service):
         self._factory = factory
         self.ports: list[Any] = []
 
+    def _listen(self, host: str, port: int) -> Any:
+        return self._reactor.listenTCP(port, self._factory, interface=host)
+
     def startService(self) -> None:
         super().startService()
         for host, port in self._addresses:
             try:
-                self.ports.append(listen_shared(self._reactor, host, port, self._factory))
-            except OSError as e:
+                self.ports.append(self._listen(host, port))
+            except (OSError, CannotListenError) as e:
                 cannot_listen(host, port, e)
 
     def addresses(self) -> list[tuple[str, int]]:
-        """The bound addresses, for the workers' command lines."""
+        """The bound addresses (the real port where 0 was asked for)."""
         return [(port.getHost().host, port.getHost().port) for port in self.ports]
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         return DeferredList([port.stopListening() for port in self.ports])
+
+
+class SharedListeners(Listeners):
+    """
+    This process's C{SO_REUSEPORT} sockets on the tree's addresses: the main
+    instance binds first (learning the real port when 0 was asked for), each
+    worker binds the same addresses after it.
+    """
+
+    def _listen(self, host: str, port: int) -> Any:
+        return listen_shared(self._reactor, host, port, self._factory)
 
 
 class _Worker(ProcessProtocol):

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from devpi_tx.store.files import unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction
-from devpi_tx.store.sqlite_tx import drive
+from devpi_tx.store.transactions import WriteBuffer, drive
 
 
 def _copy(value: Any) -> Any:
@@ -30,14 +30,10 @@ def _copy(value: Any) -> Any:
 
 
 @implementer(ITransaction)
-class MemoryTransaction:
+class MemoryTransaction(WriteBuffer):
     def __init__(self, documents: dict[str, Any], serial: int, writable: bool) -> None:
+        super().__init__(serial, writable)
         self._documents = documents
-        self.serial = serial
-        self._writable = writable
-        self.changes: dict[str, Any] = {}
-        self.placed: list[tuple[str, str]] = []
-        self.removed: list[str] = []
 
     async def get(self, key: str) -> Any:
         if key in self.changes:
@@ -56,14 +52,6 @@ class MemoryTransaction:
     def delete(self, key: str) -> None:
         assert self._writable, "read transaction"
         self.changes[key] = None
-
-    def place_file(self, temp_path: str, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.placed.append((temp_path, relpath))
-
-    def remove_file(self, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.removed.append(relpath)
 
 
 @implementer(IStore)

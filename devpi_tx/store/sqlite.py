@@ -20,7 +20,8 @@ from zope.interface import implementer
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.files import unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError, StorageFull
-from devpi_tx.store.sqlite_tx import SQLiteTransaction, drive, dumps
+from devpi_tx.store.sqlite_tx import SQLiteTransaction, dumps
+from devpi_tx.store.transactions import drive
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred

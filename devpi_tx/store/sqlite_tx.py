@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Coroutine
 from typing import Any
 
 from zope.interface import implementer
 
 from devpi_tx.store.interfaces import ITransaction
+from devpi_tx.store.transactions import WriteBuffer
 
 
 def dumps(value: Any) -> str:
@@ -26,39 +26,16 @@ def _prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def drive(value: Any) -> Any:
-    """
-    The result of a transaction function: C{value}, or what the coroutine
-    C{value} returns.  Here every C{await} of a transaction's read completes
-    at once (the read is done by the time it is awaited), so the coroutine
-    runs to its end within one step, in this thread, with no reactor turn.
-
-    @raise RuntimeError: the coroutine waited on something else.
-    """
-    if not isinstance(value, Coroutine):
-        return value
-    try:
-        value.send(None)
-    except StopIteration as stop:
-        return stop.value
-    value.close()
-    raise RuntimeError("a transaction function waited on something other than its transaction")
-
-
 @implementer(ITransaction)
-class SQLiteTransaction:
+class SQLiteTransaction(WriteBuffer):
     """
     Reads are coroutines, as on every engine (a network database answers
     later); here they are answered at once, see L{drive}.
     """
 
     def __init__(self, conn: sqlite3.Connection, serial: int, writable: bool) -> None:
+        super().__init__(serial, writable)
         self._conn = conn
-        self.serial = serial
-        self._writable = writable
-        self.changes: dict[str, Any] = {}
-        self.placed: list[tuple[str, str]] = []
-        self.removed: list[str] = []
 
     async def get(self, key: str) -> Any:
         if key in self.changes:
@@ -93,11 +70,3 @@ class SQLiteTransaction:
     def delete(self, key: str) -> None:
         assert self._writable, "read transaction"
         self._change(key, None)
-
-    def place_file(self, temp_path: str, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.placed.append((temp_path, relpath))
-
-    def remove_file(self, relpath: str) -> None:
-        assert self._writable, "read transaction"
-        self.removed.append(relpath)

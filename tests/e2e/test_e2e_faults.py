@@ -12,11 +12,9 @@ import json
 import os
 import socket
 
-from twisted.internet import reactor
-
 from tests.e2e.test_e2e_clients import _ServerCase, get_json, get_json_post, put_json
 from tests.helpers import basic, make_wheel, multipart, upload_fields
-from tests.processes import TWISTD, ServerProcess, checkout_env, eventually, run
+from tests.processes import TWISTD, ServerProcess, eventually, run
 
 _MOUNT = 'mount -t tmpfs -o size=24m tmpfs "$0" && exec "$@"'
 
@@ -32,30 +30,11 @@ class _TmpfsServer(ServerProcess):
         super().__init__(os.path.join(mountpoint, "server"))
         self.mountpoint = mountpoint
 
-    async def start(self) -> ServerProcess:
-        unshare = ["unshare", "--mount", "--propagation", "private"]
+    def prefix(self) -> list[str]:
+        unshare = ["/usr/bin/unshare", "--mount", "--propagation", "private"]
         if os.geteuid() != 0:
             unshare.append("--map-root-user")
-        argv = [
-            *unshare,
-            "sh",
-            "-c",
-            _MOUNT,
-            self.mountpoint,
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            "devpi",
-            "--serverdir",
-            self.serverdir,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ]
-        self._transport = reactor.spawnProcess(self._protocol, "/usr/bin/unshare", argv, env=checkout_env())
-        self.port = await self._protocol.started
-        return self
+        return [*unshare, "sh", "-c", _MOUNT, self.mountpoint]
 
     def inside(self, *parts: str) -> str:
         """A path on the server's tmpfs, as this process reaches it."""
