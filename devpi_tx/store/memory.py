@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from devpi_tx.store.files import unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction
-from devpi_tx.store.transactions import WriteBuffer, drive
+from devpi_tx.store.transactions import WriteBuffer, drive, place_files
 
 
 def _copy(value: Any) -> Any:
@@ -121,13 +121,7 @@ class MemoryStore:
                 for temp, _ in tx.placed:
                     unlink_if_present(temp)
                 return result, self._serial
-            for temp, relpath in tx.placed:
-                target = self.file_path(relpath)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                existed = os.path.exists(target)
-                os.replace(temp, target)
-                if not existed:
-                    created.append(target)
+            place_files(tx.placed, self.file_path, created)
         except BaseException:
             for path in created:
                 unlink_if_present(path)

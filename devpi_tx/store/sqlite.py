@@ -21,7 +21,7 @@ from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.files import unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError, StorageFull
 from devpi_tx.store.sqlite_tx import SQLiteTransaction, dumps
-from devpi_tx.store.transactions import drive
+from devpi_tx.store.transactions import drive, place_files
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -283,7 +283,7 @@ class SQLiteStore:
                     "INSERT INTO changelog (serial, created, changes) VALUES (?, ?, ?)",
                     (serial, time.time(), dumps(changes)),
                 )
-                self._place_files(tx.placed, created)
+                place_files(tx.placed, self.file_path, created)
                 groups = self._groups_of(changes) if self._groups_of is not None else None
                 conn.execute("COMMIT")
                 committed = True
@@ -331,22 +331,6 @@ class SQLiteStore:
             (low, high),
         ).fetchall()
         return [ChangelogEntry(s, c, json.loads(ch)) for s, c, ch in rows]
-
-    def _place_files(self, placements: list[tuple[str, str]], created: list[str]) -> None:
-        """
-        Rename temp files into place; C{created} collects the paths that did
-        not exist before (to remove if the commit fails), even when a later
-        rename fails.
-        """
-        for temp, relpath in placements:
-            target = self.file_path(relpath)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            existed = os.path.exists(target)
-            os.replace(temp, target)
-            if not existed:
-                created.append(target)
-        if placements:
-            _fsync_dir(os.path.dirname(self.file_path(placements[-1][1])))
 
     def changelog(self, since: int, limit: int) -> Deferred[list[ChangelogEntry]]:
         def run() -> list[ChangelogEntry]:
@@ -434,14 +418,6 @@ class SQLiteStore:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def init_database(path: str, initial: Callable[[ITransaction], Any]) -> None:

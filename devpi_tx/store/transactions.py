@@ -7,7 +7,8 @@ it places or removes, applied when it commits).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import os
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
@@ -47,3 +48,29 @@ class WriteBuffer:
     def remove_file(self, relpath: str) -> None:
         assert self._writable, "read transaction"
         self.removed.append(relpath)
+
+
+def place_files(placements: list[tuple[str, str]], path_of: Callable[[str], str], created: list[str]) -> None:
+    """
+    Rename the temp files of a write into place in a local file store,
+    before its metadata commits; C{created} collects the paths that did not
+    exist before (to remove if the commit fails), even when a later rename
+    fails.  The last directory is fsynced.
+    """
+    for temp, relpath in placements:
+        target = path_of(relpath)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        existed = os.path.exists(target)
+        os.replace(temp, target)
+        if not existed:
+            created.append(target)
+    if placements:
+        _fsync_dir(os.path.dirname(path_of(placements[-1][1])))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
