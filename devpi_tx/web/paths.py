@@ -7,7 +7,7 @@ route labels.  Klein routes the rest by the same URL layout (spec 1.1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 # route names: fixed, so a request cannot add a series to /+metrics
@@ -29,8 +29,7 @@ LIST = ""
 """The page group of an index's project list."""
 
 
-@dataclass(frozen=True)
-class RequestPath:
+class RequestPath(NamedTuple):
     """
     C{route}: one of L{ROUTES}.  C{group}: the page cache group of a simple
     page (its project, or L{LIST}), for the exact C{+simple/} shapes only.
@@ -45,6 +44,8 @@ class RequestPath:
 def parse_path(path: bytes) -> RequestPath:
     """What C{path} (a request's raw path) names."""
     parts = path.split(b"/")
+    if len(parts) == 6 and parts[3] == b"+simple" and not parts[5]:  # the most frequent request first
+        return RequestPath("simple_project", parts[4].decode("ascii", "replace"))
     if len(parts) > 1 and parts[1].startswith(b"+"):
         name = parts[1].decode("ascii", "replace")
         return RequestPath(name if name in TOP_ROUTES else OTHER)
