@@ -6,7 +6,6 @@ index, in one transaction.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +20,7 @@ from devpi_tx.model.names import (
 )
 from devpi_tx.model.policy import Identity, Policy
 from devpi_tx.store.files import hashdir
-from devpi_tx.store.interfaces import ITransaction
+from devpi_tx.store.interfaces import IFileStore, ITransaction
 
 
 async def push(
@@ -30,8 +29,7 @@ async def push(
     body: Mapping[str, Any],
     identity: Identity,
     policy: Policy,
-    files_dir: str,
-    prepare_copy: Any,
+    file_store: IFileStore,
     now: float | None = None,
 ) -> list[list[Any]]:
     """
@@ -94,7 +92,7 @@ async def push(
         identical, overwrite = await replace_link(tx, trecord, match, relpath, volatile, sha)
         if identical:
             continue
-        copied = prepare_copy(files_dir, _path(files_dir, link["entrypath"]))
+        copied = file_store.prepare_copy(link["entrypath"])
         oldlog = [e for e in link.get("_log", []) if e.get("what") != "overwrite"]
         extra = {"core_metadata": link["core_metadata"]} if link.get("core_metadata") else {}
         new = new_link(relpath, link["rel"], copied, overwrite + oldlog + [push_entry], now, **extra)
@@ -103,9 +101,9 @@ async def push(
         entry = file_entry(target_project, version, copied, now)
         if extra:
             entry.update(extra)
-            source_meta = _path(files_dir, keys.metadata_relpath(link["entrypath"]))
-            if os.path.exists(source_meta):  # else it is extracted from the wheel on request
-                meta = prepare_copy(files_dir, source_meta)
+            source_meta = keys.metadata_relpath(link["entrypath"])
+            if file_store.exists(source_meta):  # else it is extracted from the wheel on request
+                meta = file_store.prepare_copy(source_meta)
                 tx.place_file(meta.temp_path, keys.metadata_relpath(relpath))
         tx.set(keys.file(relpath), entry)
         tx.place_file(copied.temp_path, relpath)
@@ -117,7 +115,7 @@ async def push(
             if tox.get("for_entrypath") != link["entrypath"]:
                 continue
             toxpath = relpath + tox["entrypath"][len(link["entrypath"]) :]
-            tcopy = prepare_copy(files_dir, _path(files_dir, tox["entrypath"]))
+            tcopy = file_store.prepare_copy(tox["entrypath"])
             trecord["+elinks"].append(
                 new_link(toxpath, "toxresult", tcopy, [*tox.get("_log", []), push_entry], now, for_entrypath=relpath)
             )
@@ -126,7 +124,3 @@ async def push(
             log.append([200, "store_toxresult", toxpath])
     tx.set(tvkey, trecord)
     return log
-
-
-def _path(files_dir: str, relpath: str) -> str:
-    return os.path.join(files_dir, relpath)

@@ -19,12 +19,12 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.logger import Logger
 
 from devpi_tx.domain import keys
-from devpi_tx.store.interfaces import ISearchIndex, SearchEntry
+from devpi_tx.store.interfaces import IFileStore, ISearchIndex, SearchEntry
 
 DOCS = "+docs"
 # unpacking happens here, beside DOCS on the same file system, so that a
@@ -139,7 +139,7 @@ class UnpackError(Exception):
     """A documentation zip that cannot be unpacked."""
 
 
-def extract_zip(zip_path: str, dest: str, max_size: int = MAX_UNPACKED) -> list[str]:
+def extract_zip(zip_path: str | BinaryIO, dest: str, max_size: int = MAX_UNPACKED) -> list[str]:
     """
     Unpack C{zip_path} below C{dest}, which must exist; returns the names of
     the members left out: absolute paths, paths with C{..}, symlinks, and
@@ -203,11 +203,12 @@ class DocsHook:
     name = "docs"
     _log = Logger()
 
-    def __init__(self, serverdir: str, files_dir: str, max_unpacked: int = MAX_UNPACKED) -> None:
+    def __init__(self, serverdir: str, files: IFileStore, max_unpacked: int = MAX_UNPACKED) -> None:
+        """C{files}: the file store the doc zips are in."""
         self._serverdir = serverdir
         self._root = os.path.join(serverdir, DOCS)
         self._temp = os.path.join(serverdir, DOCS_TEMP)
-        self._files_dir = files_dir
+        self._files = files
         self._max = max_unpacked
         self._swept = False
 
@@ -231,8 +232,7 @@ class DocsHook:
         if not all(map(safe_segment, entrypath.split("/"))):
             self._log.warn("Unsafe doczip path {entrypath} at serial {serial}", entrypath=entrypath, serial=serial)
             return
-        zip_path = os.path.join(self._files_dir, entrypath)
-        if not os.path.isfile(zip_path):
+        if not self._files.exists(entrypath):
             # removed by a later serial, or not yet replicated: a later serial decides
             return
         hashes = link.get("hashes")
@@ -242,7 +242,8 @@ class DocsHook:
         os.makedirs(self._temp, exist_ok=True)
         fresh = tempfile.mkdtemp(dir=self._temp)
         try:
-            skipped = extract_zip(zip_path, fresh, self._max)
+            with self._files.open(entrypath) as source:
+                skipped = extract_zip(source, fresh, self._max)
         except UnpackError as e:
             shutil.rmtree(fresh)
             self._log.warn("Docs of {stage} {project} {version} not unpacked: {reason}", reason=str(e), **change.fields)

@@ -29,7 +29,6 @@ from devpi_tx.domain.releases import http_date
 from devpi_tx.mirror.upstream import Upstream, UpstreamError
 from devpi_tx.model.errors import NotFound, UpstreamFailed
 from devpi_tx.store.coalesce import Coalescer
-from devpi_tx.store.files import temp_name
 from devpi_tx.store.interfaces import IStore, ITransaction
 
 STALL_TIMEOUT = 30.0
@@ -229,7 +228,7 @@ class MirrorFiles:
     async def _cached(self, relpath: str) -> bool:
         await self._store.poll()
         entry = await self._store.read(lambda tx: tx.get(keys.file(relpath)))
-        return bool(entry and entry.get("last_modified") and os.path.exists(os.path.join(self._files_dir, relpath)))
+        return bool(entry and entry.get("last_modified") and self._store.files.exists(relpath))
 
     async def _await_other(self, lock: _CrossProcessLock, relpath: str) -> None:
         while not lock.acquire():
@@ -265,7 +264,7 @@ class MirrorFiles:
             request.setHeader(b"Content-Length", str(length).encode())
         request.setHeader(b"X-Accel-Buffering", b"no")
         last_modified = response.headers.getRawHeaders(b"Last-Modified", [None])[0]
-        temp = temp_name(self._files_dir)
+        temp = self._store.files.temp_path()
         out = open(temp, "wb")
         tee = _Tee(request, out, algorithms, self._reactor, self._stall)
         response.deliverBody(tee)

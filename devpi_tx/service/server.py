@@ -33,7 +33,7 @@ from devpi_tx.service.supervisor import Listeners, SharedListeners, WorkerSuperv
 from devpi_tx.store.beacon import SerialBeacon
 from devpi_tx.store.factory import open_search_index, open_store
 from devpi_tx.store.files import STALE_TEMP_AGE, remove_stale_temp_files
-from devpi_tx.store.interfaces import ISearchIndex, IStore
+from devpi_tx.store.interfaces import IFileStore, ISearchIndex, IStore
 from devpi_tx.web.api import IndexAPI, WebConfig
 from devpi_tx.web.metrics import Metrics
 from devpi_tx.web.pagecache import page_groups
@@ -129,7 +129,7 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
         events = EventProcessor(
             store,
             serverdir.path,
-            make_hooks(serverdir, open_search_index(engine, serverdir.path)),
+            make_hooks(serverdir, store.files, open_search_index(engine, serverdir.path)),
             reactor,
             run_in_thread,
         )
@@ -245,6 +245,6 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
-def make_hooks(serverdir: ServerDir, search_index: ISearchIndex) -> list[Hook]:
+def make_hooks(serverdir: ServerDir, files: IFileStore, search_index: ISearchIndex) -> list[Hook]:
     """The event hooks of the main instance: docs, rendered descriptions, search."""
-    return [DocsHook(serverdir.path, serverdir.files), DescriptionHook(serverdir.path), SearchHook(search_index)]
+    return [DocsHook(serverdir.path, files), DescriptionHook(serverdir.path), SearchHook(search_index)]

@@ -16,6 +16,10 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from zope.interface import implementer
+
+from devpi_tx.store.interfaces import IFileStore
+
 CHUNK = 64 * 1024
 
 
@@ -231,3 +235,32 @@ def wheel_metadata(path: str, limit: int = METADATA_LIMIT) -> bytes | None:
 
 def hashdir(sha256: str) -> str:
     return f"{sha256[:3]}/{sha256[3:16]}"
+
+
+@implementer(IFileStore)
+class LocalFileStore:
+    """L{IFileStore} in a directory of this host (C{<serverdir>/+files}); temp files in its C{.tmp}."""
+
+    def __init__(self, files_dir: str) -> None:
+        self.files_dir = files_dir
+
+    def local_path(self, relpath: str) -> str:
+        return os.path.join(self.files_dir, relpath)
+
+    def exists(self, relpath: str) -> bool:
+        return os.path.exists(self.local_path(relpath))
+
+    def open(self, relpath: str) -> BinaryIO:
+        return open(self.local_path(relpath), "rb")
+
+    def prepare_stream(self, source: BinaryIO) -> PreparedFile:
+        return prepare_stream(self.files_dir, source)
+
+    def prepare_bytes(self, data: bytes, fsync: bool = True) -> PreparedFile:
+        return prepare_bytes(self.files_dir, data, fsync)
+
+    def prepare_copy(self, relpath: str) -> PreparedFile:
+        return prepare_copy(self.files_dir, self.local_path(relpath))
+
+    def temp_path(self) -> str:
+        return temp_name(self.files_dir)

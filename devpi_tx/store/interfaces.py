@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+    from devpi_tx.store.files import PreparedFile
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,36 @@ class ITransaction(Interface):
         """Delete C{relpath} from the file store once the commit succeeded."""
 
 
+class IFileStore(Interface):
+    """
+    Release files, doc zips and tox results by relpath (their C{+f}/C{+e}
+    path).  A write puts its files aside first (the C{prepare} methods, in a
+    worker thread); the store places them when the write commits
+    (L{ITransaction.place_file}) and removes them when it removes them.
+    """
+
+    def local_path(relpath: str) -> str:
+        """Where C{relpath} is (or will be placed) on this host's disk, for sendfile and nginx."""
+
+    def exists(relpath: str) -> bool:
+        """Whether C{relpath} is stored."""
+
+    def open(relpath: str) -> BinaryIO:
+        """C{relpath} for reading in chunks; L{FileNotFoundError} when it is not stored."""
+
+    def prepare_stream(source: BinaryIO) -> PreparedFile:
+        """C{source} copied aside while hashed, fsynced, ready to be placed."""
+
+    def prepare_bytes(data: bytes, fsync: bool = True) -> PreparedFile:
+        """C{data} put aside, ready to be placed."""
+
+    def prepare_copy(relpath: str) -> PreparedFile:
+        """A copy (or hard link) of stored C{relpath} put aside, ready to be placed elsewhere (a push)."""
+
+    def temp_path() -> str:
+        """A new name aside, for a write that streams into a file of its own (a mirror download)."""
+
+
 class ICommitFeed(Interface):
     """
     The serials of committed writes, in order, with what each changed: what
@@ -126,6 +158,8 @@ class IStore(ICommitFeed):
         work a write needs done first, without another hand-off between
         threads; if it raises, the write fails and the database is untouched.
         """
+
+    files = Attribute("The L{IFileStore} the writes of this store place their files in.")
 
     def file_path(relpath: str) -> str:
         """Where the file store keeps C{relpath} on this host."""

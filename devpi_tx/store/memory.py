@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from devpi_tx.store.files import unlink_if_present
+from devpi_tx.store.files import LocalFileStore, unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction
 from devpi_tx.store.transactions import WriteBuffer, drive, place_files
 
@@ -61,6 +60,7 @@ class MemoryStore:
     def __init__(self, files_dir: str, initial: Callable[[ITransaction], Any] | None = None) -> None:
         """C{initial} writes serial 0, as a new server directory's database has it."""
         self.files_dir = files_dir
+        self.files = LocalFileStore(files_dir)
         self._documents: dict[str, Any] = {}
         self._changelog: list[ChangelogEntry] = []
         self._subscribers: list[Callable[[int, dict[str, Any]], None]] = []
@@ -72,7 +72,7 @@ class MemoryStore:
             self._commit(tx.changes)
 
     def file_path(self, relpath: str) -> str:
-        return os.path.join(self.files_dir, relpath)
+        return self.files.local_path(relpath)
 
     def current_serial(self) -> int:
         return self._serial

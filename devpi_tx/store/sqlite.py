@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from zope.interface import implementer
 
 from devpi_tx.store.beacon import SerialBeacon
-from devpi_tx.store.files import unlink_if_present
+from devpi_tx.store.files import LocalFileStore, unlink_if_present
 from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError, StorageFull
 from devpi_tx.store.sqlite_tx import SQLiteTransaction, dumps
 from devpi_tx.store.transactions import drive, place_files
@@ -128,6 +128,7 @@ class SQLiteStore:
         """
         self._path = path
         self.files_dir = files_dir
+        self.files = LocalFileStore(files_dir)
         self._beacon = beacon
         self._groups_of = groups_of
         self._read_runner = read_runner
@@ -160,7 +161,7 @@ class SQLiteStore:
         return -1 if row[0] is None else int(row[0])
 
     def file_path(self, relpath: str) -> str:
-        return os.path.join(self.files_dir, relpath)
+        return self.files.local_path(relpath)
 
     def current_serial(self) -> int:
         return self._serial

@@ -26,7 +26,6 @@ from devpi_tx.events.processor import read_event_serial
 from devpi_tx.model.errors import DomainError, Forbidden, Invalid, NotAuthenticated, NotFound
 from devpi_tx.model.names import metadata_from_form
 from devpi_tx.model.policy import Identity
-from devpi_tx.store.files import prepare_copy
 from devpi_tx.store.interfaces import StorageFull
 from devpi_tx.web import render
 from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
@@ -317,7 +316,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             raise Invalid("push body must be a JSON object")
         log = await self._write(
             request,
-            lambda tx: push.push(tx, stage, body, identity, self._policy, self._config.files_dir, prepare_copy),
+            lambda tx: push.push(tx, stage, body, identity, self._policy, self._store.files),
         )
         return self._reply(request, "actionlog", log)
 
@@ -352,7 +351,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
         def parse() -> None:
             # a bad form fails here, before the write transaction begins
-            parsed.append(parse_form(request.content, content_type, length, self._config.files_dir))
+            parsed.append(parse_form(request.content, content_type, length, self._store.files))
             planned.append(self._form_change(parsed[0], stage, identity))
 
         def change(tx: Any) -> Any:

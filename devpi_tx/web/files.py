@@ -22,7 +22,7 @@ from devpi_tx.domain.users import get_ixconfig
 from devpi_tx.mirror.upstream import UpstreamError, with_credentials
 from devpi_tx.model.errors import DomainError, NotFound, TooLarge, UpstreamFailed
 from devpi_tx.model.names import project_of
-from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, prepare_bytes, read_wheel_metadata, unlink_if_present
+from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, read_wheel_metadata, unlink_if_present
 from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
 from devpi_tx.web.common import Base, app, has_arg, header, parse_json
@@ -167,7 +167,7 @@ class FileRoutes(Base):
             relpath = keys.name_in(key, keys.FILES)
             if isinstance(value, dict) and value.get("last_modified"):
                 # committed after its file was put in place: servable at once
-                self._remember_file(relpath, os.path.join(self._config.files_dir, relpath), value)
+                self._remember_file(relpath, self._store.files.local_path(relpath), value)
             else:
                 self._known_files.pop(relpath, None)
 
@@ -260,7 +260,7 @@ class FileRoutes(Base):
         if render.accepts_json(header(request, b"Accept")):
             names = ("last_modified", "hash_spec", "hashes", "project", "version", "url")
             return self._reply(request, "releasefilemeta", {k: entry[k] for k in names if k in entry})
-        path = os.path.join(self._config.files_dir, relpath)
+        path = self._store.files.local_path(relpath)
         if entry.get("last_modified") and os.path.exists(path):
             if request.method == b"GET":
                 self._remember_file(relpath, path, entry)
@@ -321,12 +321,12 @@ class FileRoutes(Base):
         wheel = await self._store.read(lambda tx: tx.get(keys.file(base)))
         if wheel is None or not base.endswith(".whl"):
             raise NotFound("no such file")
-        path = os.path.join(self._config.files_dir, relpath)
+        path = self._store.files.local_path(relpath)
         mime = b"application/octet-stream"
         if os.path.exists(path):
             request.setHeader(b"Cache-Control", IMMUTABLE)
             return await send_file(request, path, mime)
-        wheel_path = os.path.join(self._config.files_dir, base)
+        wheel_path = self._store.files.local_path(base)
         data = None
         if wheel.get("last_modified") and os.path.exists(wheel_path):
             try:
@@ -355,7 +355,7 @@ class FileRoutes(Base):
         """
 
         def place() -> None:
-            prepared = prepare_bytes(self._config.files_dir, data)
+            prepared = self._store.files.prepare_bytes(data)
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 os.replace(prepared.temp_path, path)
@@ -394,7 +394,7 @@ class FileRoutes(Base):
         request.content.seek(0)
         raw = request.content.read()
         parse_json(raw, MAX_TOXRESULT)
-        content = await self._run(prepare_bytes, self._config.files_dir, raw)
+        content = await self._run(self._store.files.prepare_bytes, raw)
         try:
             path = await self._write(
                 request,

@@ -13,7 +13,8 @@ from typing import BinaryIO
 import multipart
 
 from devpi_tx.model.errors import Invalid
-from devpi_tx.store.files import PreparedFile, prepare_stream, wheel_metadata
+from devpi_tx.store.files import PreparedFile, wheel_metadata
+from devpi_tx.store.interfaces import IFileStore
 
 
 @dataclass
@@ -44,7 +45,7 @@ def boundary_of(content_type: str) -> str:
     raise Invalid("multipart body without boundary")
 
 
-def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, want_metadata: bool = True) -> Form:
+def parse_form(body: BinaryIO, content_type: str, length: int, files: IFileStore, want_metadata: bool = True) -> Form:
     """
     Parse an upload form; the C{content} part becomes a L{PreparedFile} and,
     for wheels, the sha256 of their C{METADATA} is taken.
@@ -68,7 +69,7 @@ def parse_form(body: BinaryIO, content_type: str, length: int, files_dir: str, w
                 assert part.file is not None
                 part.file.seek(0)
                 form.filename = part.filename
-                form.content = prepare_stream(files_dir, part.file)
+                form.content = files.prepare_stream(part.file)
                 part.close()
             else:
                 try:

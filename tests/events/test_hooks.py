@@ -27,6 +27,7 @@ from devpi_tx.events.hooks import (
 )
 from devpi_tx.events.processor import Hook
 from devpi_tx.model.errors import NotFound
+from devpi_tx.store.files import LocalFileStore
 from devpi_tx.store.search_sqlite import SEARCH_DB, SQLiteSearchIndex, match_expression, open_search, search
 from devpi_tx.web.docs import DocRoutes, doc_versions, locate_doc
 from tests.helpers import APIHarness, files_below, make_sdist
@@ -81,7 +82,7 @@ class _HookCase(SynchronousTestCase):
 class DocsHookTests(_HookCase):
     def setUp(self) -> None:
         super().setUp()
-        self.hook = DocsHook(self.serverdir, self.files_dir)
+        self.hook = DocsHook(self.serverdir, LocalFileStore(self.files_dir))
         self.tree = os.path.join(self.serverdir, "+docs", "alice", "dev", "pkg", "1.0")
 
     def docs(
@@ -230,7 +231,7 @@ class DocsHookTests(_HookCase):
 
     def test_too_large(self) -> None:
         """A zip that would unpack to more than the limit is refused."""
-        hook = DocsHook(self.serverdir, self.files_dir, max_unpacked=1000)
+        hook = DocsHook(self.serverdir, LocalFileStore(self.files_dir), max_unpacked=1000)
         with capturedLogs() as events:
             hook(5, {"v/alice/dev/pkg/1.0": self.docs(members={"index.html": b"0" * 1001})})
         self.assertFalse(os.path.exists(self.tree))
@@ -625,7 +626,7 @@ class DocRoutesTests(SynchronousTestCase):
         reply = self.h.request("PUT", "/alice/dev", {"bases": ""}, user="alice")
         self.assertEqual(reply.code, 200, reply.body)
         self.hooks: list[Hook] = [
-            DocsHook(self.h.serverdir.path, self.h.serverdir.files),
+            DocsHook(self.h.serverdir.path, self.h.store.files),
             DescriptionHook(self.h.serverdir.path),
             SearchHook(SQLiteSearchIndex(self.h.serverdir.path)),
         ]

@@ -6,6 +6,8 @@ what only SQLite has (several processes on one file, schema versions).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import sqlite3
 import threading
@@ -17,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from devpi_tx.store.beacon import SerialBeacon
-from devpi_tx.store.interfaces import ChangelogEntry, IStore, ITransaction, StorageError
+from devpi_tx.store.interfaces import ChangelogEntry, IFileStore, IStore, ITransaction, StorageError
 from devpi_tx.store.memory import MemoryStore
 from devpi_tx.store.sqlite import (
     SCHEMA_VERSION,
@@ -213,6 +215,39 @@ class StoreContract(_Base):
 
         self.assertEqual(await store.write(cancel), (None, 0))
         self.assertEqual(await self.all_changes(store), [(0, INITIAL)])
+
+    async def test_file_store(self) -> None:
+        """
+        The store's L{IFileStore}: files put aside (from a stream, bytes or a
+        stored file) are hashed, placed by a write, then read back, and are
+        not visible before.
+        """
+        store = self.make_store()
+        files = store.files
+        self.assertTrue(verifyObject(IFileStore, files))
+        streamed = files.prepare_stream(io.BytesIO(b"wheel" * 1000))
+        self.assertEqual((streamed.sha256, streamed.size), (hashlib.sha256(b"wheel" * 1000).hexdigest(), 5000))
+        relpath = "root/dev/+f/abc/def/pkg-1.0.whl"
+        self.assertFalse(files.exists(relpath))
+        with self.assertRaises(FileNotFoundError):
+            files.open(relpath)
+
+        def place(tx: ITransaction) -> None:
+            tx.set(f"f/{relpath}", {"size": 5000})
+            tx.place_file(streamed.temp_path, relpath)
+
+        await store.write(place)
+        self.assertTrue(files.exists(relpath))
+        with files.open(relpath) as f:
+            self.assertEqual(f.read(), b"wheel" * 1000)
+        copy = files.prepare_copy(relpath)
+        self.assertEqual(copy.sha256, streamed.sha256)
+        small = files.prepare_bytes(b"tox")
+        self.assertEqual(small.size, 3)
+        for prepared in (copy, small):
+            self.assertNotEqual(prepared.temp_path, files.local_path(relpath))
+            prepared.discard()
+        self.assertNotEqual(files.temp_path(), files.temp_path())
 
     async def test_coroutine_transactions(self) -> None:
         """
