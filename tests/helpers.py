@@ -186,7 +186,6 @@ class APIHarness:
         testcase.addCleanup(self.store.close)
         config = WebConfig(
             serverdir=self.serverdir.path,
-            files_dir=self.serverdir.files,
             uuid="0" * 32,
             policy=Policy(restrict_modify),
             signer=TokenSigner(os.urandom(32)),

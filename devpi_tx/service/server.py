@@ -103,7 +103,6 @@ def serve(options: Options, reactor: Any, serverdir: ServerDir, secret: bytes, w
     host, port = options["listen-addresses"][0]
     config = WebConfig(
         serverdir=serverdir.path,
-        files_dir=serverdir.files,
         uuid=node_uuid,
         policy=Policy(parse_restrict_modify(options["restrict-modify"])),
         signer=TokenSigner(secret),

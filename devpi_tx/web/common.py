@@ -40,7 +40,6 @@ app.url_map.merge_slashes = False
 @dataclass
 class WebConfig:
     serverdir: str
-    files_dir: str
     uuid: str
     policy: Policy
     signer: TokenSigner
