@@ -11,8 +11,9 @@ import errno
 import html
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
+from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -28,7 +29,7 @@ from devpi_tx.model.names import metadata_from_form
 from devpi_tx.model.policy import Identity
 from devpi_tx.store.interfaces import StorageFull
 from devpi_tx.web import render
-from devpi_tx.web.common import WebConfig, app, has_arg, header, json_body
+from devpi_tx.web.common import WebConfig, build_app, handles, has_arg, header, json_body, route
 from devpi_tx.web.docs import DocRoutes
 from devpi_tx.web.errors import status_of
 from devpi_tx.web.files import FileRoutes
@@ -51,20 +52,21 @@ def _reason(message: str) -> bytes:
 
 
 class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
-    """The HTTP API of one server process."""
+    """The HTTP API of one server process; its Klein app is its own (L{build_app}, below)."""
 
-    app = app
+    app: ClassVar[Klein]
+
     _log = Logger()
 
     # -- errors ---------------------------------------------------------------
 
-    @app.handle_errors(DomainError)
+    @handles(DomainError)
     def api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, DomainError)
         return self._error(request, status_of(error), error.message)
 
-    @app.handle_errors(HTTPException)
+    @handles(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, HTTPException)
@@ -74,7 +76,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return self._error(request, 404, "not found")
         return self._error(request, error.code or 400, error.description or "bad request")
 
-    @app.handle_errors(StorageFull, OSError)
+    @handles(StorageFull, OSError)
     def storage_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         if isinstance(error, StorageFull) or (isinstance(error, OSError) and error.errno in FULL_ERRNOS):
@@ -83,7 +85,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         answer: bytes = self.internal_error(request, failure)
         return answer
 
-    @app.handle_errors(Exception)
+    @handles(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes:
         self._log.failure("error answering {method} {path}", failure, method=request.method, path=request.path)
         return self._error(request, 500, "internal server error, see the server log")
@@ -96,7 +98,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     # -- server ---------------------------------------------------------------
 
-    @app.route("/+status", methods=["GET"])
+    @route("/+status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
         serial = self._store.current_serial()
         event_serial, event_time = read_event_serial(self._config.serverdir)
@@ -124,7 +126,7 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         }
         return self._reply(request, "status", result)
 
-    @app.route("/+metrics", methods=["GET"])
+    @route("/+metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> bytes:
         serial = self._store.current_serial()
         event_serial, _ = read_event_serial(self._config.serverdir)
@@ -167,9 +169,9 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
         return self.metrics.render(gauges)
 
-    @app.route("/+api", methods=["GET"])
-    @app.route("/<user>/+api", methods=["GET"])
-    @app.route("/<user>/<index>/+api", methods=["GET"])
+    @route("/+api", methods=["GET"])
+    @route("/<user>/+api", methods=["GET"])
+    @route("/<user>/<index>/+api", methods=["GET"])
     async def api(self, request: IRequest, user: str = "", index: str = "") -> bytes:
         identity = await self._auth.identify(request)
         base = self._base_url(request)
@@ -187,12 +189,12 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
                 result["pypisubmit"] = f"{base}/{stage}/"
         return self._reply(request, "apiconfig", result)
 
-    @app.route("/+authcheck")
+    @route("/+authcheck")
     async def authcheck(self, request: IRequest) -> bytes:
         request.setResponseCode(200)
         return b""
 
-    @app.route("/+login", methods=["POST"])
+    @route("/+login", methods=["POST"])
     async def login(self, request: IRequest) -> bytes:
         body = json_body(request)
         if not isinstance(body, dict) or "user" not in body or "password" not in body:
@@ -206,19 +208,19 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     # -- users ----------------------------------------------------------------
 
-    @app.route("/", methods=["GET"])
+    @route("/", methods=["GET"])
     async def root(self, request: IRequest) -> bytes:
         result = await self._store.read(users.list_users)
         return self._reply(request, "list:userconfig", result)
 
-    @app.route("/<user>", methods=["GET"])
-    @app.route("/<user>/", methods=["GET"])
+    @route("/<user>", methods=["GET"])
+    @route("/<user>/", methods=["GET"])
     async def user_get(self, request: IRequest, user: str) -> bytes:
         view = await self._store.read(lambda tx: users.user_view(tx, user))
         return self._reply(request, "userconfig", view)
 
-    @app.route("/<user>", methods=["DELETE"])
-    @app.route("/<user>/", methods=["DELETE"])
+    @route("/<user>", methods=["DELETE"])
+    @route("/<user>/", methods=["DELETE"])
     async def user_delete(self, request: IRequest, user: str) -> bytes:
         identity = await self._auth.identify(request)
         await self._write(request, lambda tx: users.delete_user(tx, user, identity, self._policy))
@@ -235,16 +237,16 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         pwhash = await self._run(hash_password, password) if password is not None else None
         return body, pwhash
 
-    @app.route("/<user>", methods=["PUT"])
-    @app.route("/<user>/", methods=["PUT"])
+    @route("/<user>", methods=["PUT"])
+    @route("/<user>/", methods=["PUT"])
     async def user_put(self, request: IRequest, user: str) -> bytes:
         identity = await self._auth.identify(request)
         body, pwhash = await self._user_body(request)
         view = await self._write(request, lambda tx: users.create_user(tx, user, body, pwhash, identity, self._policy))
         return self._reply(request, "userconfig", view, status=201)
 
-    @app.route("/<user>", methods=["PATCH"])
-    @app.route("/<user>/", methods=["PATCH"])
+    @route("/<user>", methods=["PATCH"])
+    @route("/<user>/", methods=["PATCH"])
     async def user_patch(self, request: IRequest, user: str) -> bytes:
         identity = await self._auth.identify(request)
         body, pwhash = await self._user_body(request)
@@ -259,8 +261,8 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
 
     # -- indexes --------------------------------------------------------------
 
-    @app.route("/<user>/<index>", methods=["GET"])
-    @app.route("/<user>/<index>/", methods=["GET"])
+    @route("/<user>/<index>", methods=["GET"])
+    @route("/<user>/<index>/", methods=["GET"])
     async def index_get(self, request: IRequest, user: str, index: str) -> bytes:
         stage = f"{user}/{index}"
         accept = header(request, b"Accept")
@@ -272,8 +274,8 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         config = await self._store.read(lambda tx: queries.index_view(tx, stage, with_projects))
         return self._reply(request, "indexconfig", config)
 
-    @app.route("/<user>/<index>", methods=["POST", "PUSH"])
-    @app.route("/<user>/<index>/", methods=["POST", "PUSH"])
+    @route("/<user>/<index>", methods=["POST", "PUSH"])
+    @route("/<user>/<index>/", methods=["POST", "PUSH"])
     async def index_post(self, request: IRequest, user: str, index: str) -> bytes:
         """An upload form (the legacy upload API), or a push as JSON."""
         stage = f"{user}/{index}"
@@ -281,16 +283,16 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return await self._legacy_upload(request, stage)
         return await self._push(request, stage, await self._auth.identify(request))
 
-    @app.route("/<user>/<index>", methods=["DELETE"])
-    @app.route("/<user>/<index>/", methods=["DELETE"])
+    @route("/<user>/<index>", methods=["DELETE"])
+    @route("/<user>/<index>/", methods=["DELETE"])
     async def index_delete(self, request: IRequest, user: str, index: str) -> bytes:
         stage = f"{user}/{index}"
         identity = await self._auth.identify(request)
         await self._write(request, lambda tx: users.delete_index(tx, stage, identity, self._policy))
         return self._reply(request, message=f"index {stage} deleted", status=201)
 
-    @app.route("/<user>/<index>", methods=["PUT"])
-    @app.route("/<user>/<index>/", methods=["PUT"])
+    @route("/<user>/<index>", methods=["PUT"])
+    @route("/<user>/<index>/", methods=["PUT"])
     async def index_put(self, request: IRequest, user: str, index: str) -> bytes:
         stage = f"{user}/{index}"
         identity = await self._auth.identify(request)
@@ -300,8 +302,8 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
         config = await self._write(request, lambda tx: users.create_index(tx, stage, body, identity, self._policy))
         return self._reply(request, "indexconfig", config)
 
-    @app.route("/<user>/<index>", methods=["PATCH"])
-    @app.route("/<user>/<index>/", methods=["PATCH"])
+    @route("/<user>/<index>", methods=["PATCH"])
+    @route("/<user>/<index>/", methods=["PATCH"])
     async def index_patch(self, request: IRequest, user: str, index: str) -> bytes:
         stage = f"{user}/{index}"
         identity = await self._auth.identify(request)
@@ -389,3 +391,6 @@ class IndexAPI(SimpleRoutes, FileRoutes, DocRoutes):
             return lambda tx: releases.store_doczip(tx, stage, name, version, metadata, content, identity, self._policy)
         upload = releases.Upload(form.filename or "", content, form.core_metadata_sha256)
         return lambda tx: releases.store_release(tx, stage, metadata, upload, identity, self._policy)
+
+
+IndexAPI.app = build_app(IndexAPI)

@@ -6,11 +6,12 @@ class holding a server process's collaborators.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_from_bytes
 
 from klein import Klein
@@ -32,9 +33,54 @@ from devpi_tx.web.pagecache import PageCache
 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
-app = Klein()
-# "//" must not be folded into "/" by a redirect: paths are names here
-app.url_map.merge_slashes = False
+F = TypeVar("F", bound=Callable[..., Any])
+_written = itertools.count()  # the order handlers are written in: error handlers are tried in it
+
+
+def route(rule: str, **kwargs: Any) -> Callable[[F], F]:
+    """Marks a handler method for C{rule} (Klein's C{route} arguments); see L{build_app}."""
+
+    def mark(f: F) -> F:
+        f.__dict__.setdefault("_devpi_routes", []).append((next(_written), rule, kwargs))
+        return f
+
+    return mark
+
+
+def handles(*exceptions: type[Exception]) -> Callable[[F], F]:
+    """Marks a method as the handler of C{exceptions} (Klein's C{handle_errors}); see L{build_app}."""
+
+    def mark(f: F) -> F:
+        f.__dict__["_devpi_handles"] = (next(_written), exceptions)
+        return f
+
+    return mark
+
+
+def build_app(cls: type) -> Klein:
+    """
+    A Klein app of C{cls}'s own: the routes and error handlers its methods
+    (and its bases') are marked with, registered in the order they were
+    written.  No Klein app is shared between classes or kept in a module.
+    """
+    app = Klein()
+    # "//" must not be folded into "/" by a redirect: paths are names here
+    app.url_map.merge_slashes = False
+    marked: list[tuple[int, Any, Any]] = []
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            if name in seen:
+                continue  # overridden in a subclass
+            seen.add(name)
+            for order, rule, kwargs in getattr(value, "_devpi_routes", ()):
+                marked.append((order, app.route(rule, **kwargs), value))
+            handled = getattr(value, "_devpi_handles", None)
+            if handled is not None:
+                marked.append((handled[0], app.handle_errors(*handled[1]), value))
+    for _, register, handler in sorted(marked, key=lambda item: item[0]):
+        register(handler)
+    return app
 
 
 @dataclass

@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 from devpi_tx.events import hooks
 from devpi_tx.model.errors import NotFound
 from devpi_tx.model.names import normalize_name, version_key
-from devpi_tx.web.common import Base, app
+from devpi_tx.web.common import Base, route
 from devpi_tx.web.filesend import send_file
 
 LATEST = "+latest"
@@ -89,13 +89,13 @@ def locate_doc(serverdir: str, user: str, index: str, project: str, version: str
 
 
 class DocRoutes(Base):
-    @app.route("/<user>/<index>/<project>/<version>/+doc", methods=["GET", "HEAD"])
+    @route("/<user>/<index>/<project>/<version>/+doc", methods=["GET", "HEAD"])
     def docs_noslash(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         _, _, query = request.uri.partition(b"?")
         return self._redirect(request, request.path + b"/", query)
 
-    @app.route("/<user>/<index>/<project>/<version>/+doc/", methods=["GET", "HEAD"])
-    @app.route("/<user>/<index>/<project>/<version>/+doc/<path:rest>", methods=["GET", "HEAD"])
+    @route("/<user>/<index>/<project>/<version>/+doc/", methods=["GET", "HEAD"])
+    @route("/<user>/<index>/<project>/<version>/+doc/<path:rest>", methods=["GET", "HEAD"])
     async def docs_file(
         self, request: IRequest, user: str, index: str, project: str, version: str, rest: str = ""
     ) -> bytes:
@@ -112,7 +112,7 @@ class DocRoutes(Base):
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         return await send_file(request, path)
 
-    @app.route("/+search", methods=["GET"])
+    @route("/+search", methods=["GET"])
     async def search_projects(self, request: IRequest) -> bytes:
         args: dict[bytes, list[bytes]] = request.args or {}
         query = (args.get(b"q") or [b""])[0].decode("utf-8", "replace")

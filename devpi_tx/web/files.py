@@ -25,7 +25,7 @@ from devpi_tx.model.names import project_of
 from devpi_tx.store.files import METADATA_LIMIT, MetadataTooLarge, read_wheel_metadata, unlink_if_present
 from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
-from devpi_tx.web.common import Base, app, has_arg, header, parse_json
+from devpi_tx.web.common import Base, has_arg, header, parse_json, route
 from devpi_tx.web.filesend import WHOLE, answer_range, byte_range, content_type, send_file, span
 from devpi_tx.web.paths import parse_path
 
@@ -225,14 +225,14 @@ class FileRoutes(Base):
             request.setHeader(b"Content-Length", str(length).encode())
         return body
 
-    @app.route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD"])
-    @app.route("/<user>/<index>/+e/<path:rest>", methods=["GET", "HEAD"])
+    @route("/<user>/<index>/+f/<path:rest>", methods=["GET", "HEAD"])
+    @route("/<user>/<index>/+e/<path:rest>", methods=["GET", "HEAD"])
     async def file_get(self, request: IRequest, user: str, index: str, rest: str) -> Any:
         stage, relpath = _file_path(request, user, index, rest)
         return await self._file(request, stage, relpath)
 
-    @app.route("/<user>/<index>/+f/<path:rest>", methods=["DELETE"])
-    @app.route("/<user>/<index>/+e/<path:rest>", methods=["DELETE"])
+    @route("/<user>/<index>/+f/<path:rest>", methods=["DELETE"])
+    @route("/<user>/<index>/+e/<path:rest>", methods=["DELETE"])
     async def file_delete(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
         _, relpath = _file_path(request, user, index, rest)
         identity = await self._auth.identify(request)
@@ -240,7 +240,7 @@ class FileRoutes(Base):
         await self._write(request, lambda tx: releases.delete_file(tx, relpath, force, identity, self._policy))
         return self._reply(request, message=f"package {relpath!r} deleted")
 
-    @app.route("/<user>/<index>/+f/<path:rest>", methods=["POST"])
+    @route("/<user>/<index>/+f/<path:rest>", methods=["POST"])
     async def file_post(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
         """A tox result for the release file (spec 4.5)."""
         _, relpath = _file_path(request, user, index, rest)

@@ -20,7 +20,7 @@ from devpi_tx.model.errors import DomainError, Invalid, NotFound
 from devpi_tx.model.names import normalize_name
 from devpi_tx.store.interfaces import ITransaction
 from devpi_tx.web import render
-from devpi_tx.web.common import Base, app, has_arg, header, json_body
+from devpi_tx.web.common import Base, has_arg, header, json_body, route
 from devpi_tx.web.errors import UnsupportedMediaType
 from devpi_tx.web.paths import LIST, parse_path
 
@@ -146,7 +146,7 @@ class SimpleRoutes(Base):
 
         return await self._cached(request, LIST, build)
 
-    @app.route("/<user>/<index>/+simple", methods=["GET"])
+    @route("/<user>/<index>/+simple", methods=["GET"])
     async def simple_list_noslash(self, request: IRequest, user: str, index: str) -> bytes:
         accept = header(request, b"Accept")
         if render.wants_simple_json(accept) or render.is_installer(header(request, b"User-Agent")):
@@ -154,14 +154,14 @@ class SimpleRoutes(Base):
         request.setHeader(b"Vary", b"User-Agent")
         return self._redirect(request, f"/{user}/{index}/+simple/")
 
-    @app.route("/<user>/<index>/+simple/", methods=["GET"])
+    @route("/<user>/<index>/+simple/", methods=["GET"])
     async def simple_list(self, request: IRequest, user: str, index: str) -> bytes:
         return await self._project_list(request, f"{user}/{index}")
 
     # -- project pages -----------------------------------------------------------
 
-    @app.route("/<user>/<index>/+simple/<project>", methods=["GET", "POST"])
-    @app.route("/<user>/<index>/+simple/<project>/", methods=["GET", "POST"])
+    @route("/<user>/<index>/+simple/<project>", methods=["GET", "POST"])
+    @route("/<user>/<index>/+simple/<project>/", methods=["GET", "POST"])
     async def simple_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         return await self._simple_page(request, f"{user}/{index}", project, "+simple/")
 
@@ -194,7 +194,7 @@ class SimpleRoutes(Base):
 
         return await self._cached(request, normalized, build)
 
-    @app.route("/<user>/<index>/+simple/<project>/refresh", methods=["POST"])
+    @route("/<user>/<index>/+simple/<project>/refresh", methods=["POST"])
     async def simple_refresh(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
@@ -229,8 +229,8 @@ class SimpleRoutes(Base):
                 queries.add_version(result, version, view)
         return result, bool(pages)
 
-    @app.route("/<user>/<index>/<project>", methods=["GET"])
-    @app.route("/<user>/<index>/<project>/", methods=["GET"])
+    @route("/<user>/<index>/<project>", methods=["GET"])
+    @route("/<user>/<index>/<project>/", methods=["GET"])
     async def project_get(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         stage = f"{user}/{index}"
         accept = header(request, b"Accept")
@@ -248,8 +248,8 @@ class SimpleRoutes(Base):
             raise NotFound(f"The project {normalized} does not exist.")
         return self._reply(request, "projectconfig", result)
 
-    @app.route("/<user>/<index>/<project>", methods=["DELETE"])
-    @app.route("/<user>/<index>/<project>/", methods=["DELETE"])
+    @route("/<user>/<index>/<project>", methods=["DELETE"])
+    @route("/<user>/<index>/<project>/", methods=["DELETE"])
     async def project_delete(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
@@ -263,8 +263,8 @@ class SimpleRoutes(Base):
             self._mirror.forget(stage, normalized)
         return self._reply(request, message=f"project {normalized} deleted from stage {stage}")
 
-    @app.route("/<user>/<index>/<project>/<version>", methods=["GET"])
-    @app.route("/<user>/<index>/<project>/<version>/", methods=["GET"])
+    @route("/<user>/<index>/<project>/<version>", methods=["GET"])
+    @route("/<user>/<index>/<project>/<version>/", methods=["GET"])
     async def version_get(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
@@ -275,8 +275,8 @@ class SimpleRoutes(Base):
             raise NotFound(f"The version {version} of project {normalized} does not exist.")
         return self._reply(request, "versiondata", result[version])
 
-    @app.route("/<user>/<index>/<project>/<version>", methods=["DELETE"])
-    @app.route("/<user>/<index>/<project>/<version>/", methods=["DELETE"])
+    @route("/<user>/<index>/<project>/<version>", methods=["DELETE"])
+    @route("/<user>/<index>/<project>/<version>/", methods=["DELETE"])
     async def version_delete(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         stage = f"{user}/{index}"
         normalized = normalize_name(project)
@@ -288,8 +288,8 @@ class SimpleRoutes(Base):
         )
         return self._reply(request, message=f"project {normalized!r} version {version!r} deleted")
 
-    @app.route("/<user>/<index>/<project>/<version>", methods=["PATCH"])
-    @app.route("/<user>/<index>/<project>/<version>/", methods=["PATCH"])
+    @route("/<user>/<index>/<project>/<version>", methods=["PATCH"])
+    @route("/<user>/<index>/<project>/<version>/", methods=["PATCH"])
     async def version_patch(self, request: IRequest, user: str, index: str, project: str, version: str) -> bytes:
         """PEP 592: yank or unyank a private release."""
         identity = await self._auth.identify(request)
