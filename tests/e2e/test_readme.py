@@ -54,6 +54,11 @@ class ReadmeTests(SynchronousTestCase):
                         text = f.read()
                     used |= {tool for tool in SYSTEM_TOOLS if re.search(rf'["/]{re.escape(tool)}["\s]', text)}
         self.assertEqual(used, set(SYSTEM_TOOLS), "a tool listed here that no test uses, or the reverse")
+        # PostgreSQL's server binaries are not on PATH: the script checks the one the tests start
+        with open(os.path.join(REPO, "tests", "pgcluster.py"), encoding="utf-8") as f:
+            bindir = re.search(r'BINDIR = "([^"]+)"', f.read())
+        assert bindir is not None
+        self.assertIn(f"[ -x {bindir.group(1)}/postgres ] || missing+=(postgresql-15)", script)
 
 
 class InstalledPluginTests(TestCase):
