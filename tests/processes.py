@@ -234,3 +234,14 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
             return value
         await deferLater(reactor, interval, lambda: None)
         waited += interval
+
+
+async def uv_install(work: str, index: str, requirement: str) -> Result:
+    """C{uv pip install} of C{requirement} from C{index} into a new venv below C{work}, without a cache."""
+    venv = os.path.join(work, "uvvenv")
+    made = await run([bin_path("uv"), "venv", "-q", venv])
+    assert_ok(made)
+    python = os.path.join(venv, "bin", "python")
+    return await run(
+        [bin_path("uv"), "pip", "install", "--no-cache", "--python", python, "--index-url", index, requirement]
+    )

@@ -13,7 +13,7 @@ import urllib.request
 
 from twisted.trial.unittest import TestCase
 
-from tests.processes import Result, ServerProcess, assert_ok, bin_path, eventually, run
+from tests.processes import Result, ServerProcess, assert_ok, bin_path, eventually, run, uv_install
 
 PYPROJECT = """\
 [build-system]
@@ -227,21 +227,7 @@ class InstallerTests(_ServerCase):
             ),
             "Successfully installed twined-2.0",
         )
-        uvvenv = os.path.join(work, "uvvenv")
-        self.assert_ok(await run([bin_path("uv"), "venv", "-q", uvvenv]))
-        uv = await run(
-            [
-                bin_path("uv"),
-                "pip",
-                "install",
-                "--no-cache",
-                "--python",
-                os.path.join(uvvenv, "bin", "python"),
-                "--index-url",
-                index,
-                "twined==2.0",
-            ]
-        )
+        uv = await uv_install(work, index, "twined==2.0")
         self.assert_ok(uv, "twined==2.0")
 
 

@@ -20,7 +20,7 @@ from twisted.web.server import Site
 
 from tests.e2e.test_e2e_clients import _send, _ServerCase, get_json_post
 from tests.fakeupstream import FakeUpstream
-from tests.processes import ServerProcess, bin_path, eventually, run
+from tests.processes import ServerProcess, eventually, run, uv_install
 
 
 class _HangUp(Protocol):
@@ -95,21 +95,7 @@ class MirrorEndToEndTests(MirrorServerMixin, _ServerCase):
             env={"PIP_CONFIG_FILE": os.devnull},
         )
         self.assert_ok(pip, "Successfully installed alpha-1.0 beta-1.5")
-        uvvenv = os.path.join(work, "uvvenv")
-        self.assert_ok(await run([bin_path("uv"), "venv", "-q", uvvenv]))
-        uv = await run(
-            [
-                bin_path("uv"),
-                "pip",
-                "install",
-                "--no-cache",
-                "--python",
-                os.path.join(uvvenv, "bin", "python"),
-                "--index-url",
-                index,
-                "beta",
-            ]
-        )
+        uv = await uv_install(work, index, "beta")
         self.assert_ok(uv, "beta==1.5")
         downloads = {
             path: n for path, n in up.requests.items() if path.startswith("/files/") and not path.endswith(".metadata")
